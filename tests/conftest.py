@@ -1,0 +1,48 @@
+"""Shared fixtures: every async test runs on asyncio and on uvloop; decoder tests run on both implementations."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is not available on Windows
+    uvloop = None
+
+NO_EXTENSIONS = bool(os.environ.get("SONICSSE_NO_EXTENSIONS"))
+
+IMPLEMENTATIONS = ["c", "py"]
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+    if uvloop is not None:
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
+def load_parser_module(impl: str) -> Any:
+    """The decoder module of one implementation; skips ``c`` only in a build without extensions."""
+    if impl == "py":
+        return importlib.import_module("sonicsse._parser_py")
+    if NO_EXTENSIONS:
+        pytest.skip("built with SONICSSE_NO_EXTENSIONS: no compiled decoder")
+    return importlib.import_module("sonicsse._parser_c")
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def impl(request: pytest.FixtureRequest) -> str:
+    """The decoder implementation under test: ``"c"`` or ``"py"``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def decoder_cls(impl: str) -> Any:
+    """The ``SSEDecoder`` class of the implementation under test."""
+    return load_parser_module(impl).SSEDecoder
