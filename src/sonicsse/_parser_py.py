@@ -1,0 +1,369 @@
+"""The pure-Python event-stream decoder: the readable statement of the rules the compiled twin implements.
+
+Spec: WHATWG HTML Living Standard, "Server-sent events", subsections "Parsing an event stream" and
+"Interpreting an event stream". Step comments below quote it. ``ext/_parser_c.pyx`` must behave exactly
+like this module for every input and every chunking; ``tests/test_decoder_differential.py`` checks that.
+
+The stream is split into lines on raw bytes and each piece is decoded on its own. That equals decoding the
+whole stream first (as the spec says) because CR, LF and ``:`` are ASCII: a UTF-8 decoder never swallows
+an ASCII byte into an invalid sequence, so the U+FFFD replacements come out the same.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ._types import Event
+from .exceptions import SSEParsingError
+
+__all__ = ["SSEDecoder"]
+
+_BOM = b"\xef\xbb\xbf"
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_SHOWN_LINE_CHARS = 80
+_EVENT_TYPE_CACHE_SIZE = 64
+
+Buffer = bytes | bytearray | memoryview
+
+
+def _shown(line: bytes) -> str:
+    """The start of a line as it appears in error messages."""
+    return line[: _SHOWN_LINE_CHARS * 4].decode("utf-8", "replace")[:_SHOWN_LINE_CHARS]
+
+
+class SSEDecoder:
+    """Incremental decoder of a ``text/event-stream`` body.
+
+    Feed it the body's bytes as they arrive, in chunks of any size; each :meth:`feed` returns the events
+    that the chunk completed, as dicts with the keys ``data``, ``event``, ``id`` and ``retry``.
+
+    Args:
+        dedup: drop an event whose own non-empty id is among the last ``dedup_window`` ids yielded, and,
+            right after :meth:`reset`, the first event if it has no id and repeats the data of the last
+            event yielded before the reset. Equal data within one connection is never dropped.
+        strict: raise :class:`SSEParsingError` on malformed input instead of ignoring it as the spec
+            says: a ``retry`` that is not all ASCII digits, an ``id`` containing NUL, invalid UTF-8, and a
+            line without a colon that names no known field.
+        last_event_id: the last event ID to start from (e.g. restored from a checkpoint).
+        on_comment: called with each comment's text (without the colon and one leading space).
+        max_line_size: the longest line accepted, in bytes; a longer one raises in every mode.
+        max_event_size: the most data one event may carry, in bytes; more raises in every mode.
+        dedup_window: how many recent event ids dedup remembers.
+
+    After :meth:`feed` raises, call :meth:`reset` before feeding more bytes.
+    """
+
+    __slots__ = (
+        "_after_reset",
+        "_bom_pending",
+        "_data",
+        "_data_size",
+        "_dedup",
+        "_event_id",
+        "_event_retry",
+        "_event_type",
+        "_failed",
+        "_id_buffer",
+        "_last_data",
+        "_last_event_id",
+        "_max_event_size",
+        "_max_line_size",
+        "_offset",
+        "_on_comment",
+        "_pending",
+        "_pending_size",
+        "_retry",
+        "_ring",
+        "_ring_pos",
+        "_seen_ids",
+        "_skip_lf",
+        "_strict",
+        "_type_cache",
+    )
+
+    def __init__(
+        self,
+        dedup: bool = False,
+        strict: bool = False,
+        last_event_id: str = "",
+        on_comment: Callable[[str], Any] | None = None,
+        max_line_size: int = 1 << 20,
+        max_event_size: int = 16 << 20,
+        dedup_window: int = 1024,
+    ) -> None:
+        if not isinstance(last_event_id, str):
+            raise TypeError("last_event_id must be a str")
+        if "\0" in last_event_id:
+            raise ValueError("last_event_id must not contain NUL")
+        if max_line_size < 1 or max_event_size < 1:
+            raise ValueError("max_line_size and max_event_size must be positive")
+        if dedup_window < 0:
+            raise ValueError("dedup_window must not be negative")
+        if on_comment is not None and not callable(on_comment):
+            raise TypeError("on_comment must be callable")
+        self._dedup = bool(dedup)
+        self._strict = bool(strict)
+        self._on_comment = on_comment
+        self._max_line_size = int(max_line_size)
+        self._max_event_size = int(max_event_size)
+        self._last_event_id = last_event_id
+        self._retry: int | None = None
+        self._ring: list[str | None] = [None] * dedup_window
+        self._ring_pos = 0
+        self._seen_ids: set[str] = set()
+        self._last_data: str | None = None
+        self._type_cache: dict[bytes, str] = {}
+        self._after_reset = False
+        self._start_stream()
+
+    def _start_stream(self) -> None:
+        """The state at the start of a stream: at construction and at every :meth:`reset`."""
+        self._pending: list[bytes] = []  # pieces of the line not terminated yet
+        self._pending_size = 0
+        self._skip_lf = False  # the last chunk ended in CR: an LF starting the next one ends nothing
+        self._bom_pending = True  # the first bytes may still be a BOM
+        self._offset = 0  # stream offset of the first byte of the pending line
+        self._failed = False
+        # "When a stream is parsed, a data buffer, an event type buffer, and a last event ID buffer must be
+        # associated with it." The last event ID buffer restarts from the last completed block.
+        self._data: list[bytes] = []
+        self._data_size = 0
+        self._event_type: str | None = None
+        self._id_buffer = self._last_event_id
+        self._event_id: str | None = None  # the id given in this block, reported as the event's "id"
+        self._event_retry: int | None = None
+
+    @property
+    def last_event_id(self) -> str:
+        """The spec's "last event ID string": the id to send as ``Last-Event-ID`` when resuming."""
+        return self._last_event_id
+
+    @property
+    def retry(self) -> int | None:
+        """The last valid ``retry:`` value seen, in milliseconds, or None."""
+        return self._retry
+
+    def reset(self) -> None:
+        """Start a new stream (a reconnect): drop the partial line and event, expect a BOM again.
+
+        ``last_event_id``, ``retry`` and the dedup memory are kept.
+        """
+        self._start_stream()
+        self._after_reset = True
+
+    def feed(self, chunk: Buffer) -> list[Event]:
+        """Decode the next bytes of the stream and return the events they complete, in order.
+
+        Raises:
+            SSEParsingError: a line or an event went over its size limit, or (``strict=True``) the input
+                is malformed. Its ``events`` attribute holds the events this call completed before that.
+        """
+        if self._failed:
+            raise SSEParsingError("the decoder failed earlier; call reset() before feeding it again")
+        events: list[Event] = []
+        try:
+            self._feed(bytes(chunk), events)
+        except SSEParsingError as exc:
+            exc.events = events
+            self._fail()
+            raise
+        except BaseException:
+            self._fail()
+            raise
+        return events
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._pending = []
+        self._pending_size = 0
+        self._data = []
+        self._data_size = 0
+
+    def _feed(self, chunk: bytes, events: list[Event]) -> None:
+        if not chunk:
+            return
+        if self._bom_pending:
+            # "The stream must then be parsed by ... applying the UTF-8 decode algorithm", which strips
+            # one leading BOM: hold the first bytes back until we know whether they are one.
+            chunk = b"".join(self._pending) + chunk
+            self._pending = []
+            self._pending_size = 0
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                self._pending = [chunk]
+                self._pending_size = len(chunk)
+                return
+            self._bom_pending = False
+            if chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM) :]
+                self._offset += len(_BOM)
+                if not chunk:
+                    return
+        if self._skip_lf:
+            # A CR ended the last chunk; an LF here is the rest of that CRLF, not an empty line.
+            self._skip_lf = False
+            if chunk[0] == 0x0A:
+                chunk = chunk[1:]
+                self._offset += 1
+                if not chunk:
+                    return
+        if self._pending:
+            if b"\n" not in chunk and b"\r" not in chunk:
+                self._hold(chunk)
+                return
+            self._pending.append(chunk)
+            buf = b"".join(self._pending)
+            self._pending = []
+            self._pending_size = 0
+        else:
+            buf = chunk
+
+        # "Lines must be separated by either a U+000D CARRIAGE RETURN U+000A LINE FEED (CRLF) character
+        # pair, a single U+000A LINE FEED (LF) character, or a single U+000D CARRIAGE RETURN (CR) character."
+        lines = buf.splitlines()
+        last = buf[-1]
+        tail = b""
+        if last == 0x0D:
+            self._skip_lf = True
+        elif last != 0x0A:
+            tail = lines.pop()
+
+        max_line_size = self._max_line_size
+        for index, line in enumerate(lines):
+            if len(line) > max_line_size:
+                self._line_too_long(line, self._line_offset(buf, index))
+            if not line:
+                # "If the line is empty (a blank line): Dispatch the event."
+                self._dispatch(events)
+            else:
+                self._process_line(line, buf, index)
+        self._offset += len(buf) - len(tail)
+        if tail:
+            self._hold(tail)
+
+    def _hold(self, piece: bytes) -> None:
+        """Keep bytes of a line whose end has not arrived yet, within ``max_line_size``."""
+        size = self._pending_size + len(piece)
+        if size > self._max_line_size:
+            self._line_too_long(b"".join(self._pending) + piece[:_SHOWN_LINE_CHARS * 4], self._offset)
+        self._pending.append(piece)
+        self._pending_size = size
+
+    def _line_too_long(self, line: bytes, offset: int) -> None:
+        raise SSEParsingError(
+            f"line longer than max_line_size ({self._max_line_size} bytes)", line=_shown(line), offset=offset
+        )
+
+    def _line_offset(self, buf: bytes, index: int) -> int:
+        """The stream offset of line ``index`` of ``buf`` (only computed for error messages)."""
+        start = 0
+        for count, match in enumerate(_LINE_END.finditer(buf)):
+            if count == index:
+                break
+            start = match.end()
+        return self._offset + start
+
+    def _malformed(self, reason: str, line: bytes, buf: bytes, index: int) -> None:
+        raise SSEParsingError(reason, line=_shown(line), offset=self._line_offset(buf, index))
+
+    def _process_line(self, line: bytes, buf: bytes, index: int) -> None:
+        if self._strict:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                self._malformed("invalid UTF-8", line, buf, index)
+        if line[0] == 0x3A:
+            # "If the line starts with a U+003A COLON character (:): Ignore the line."
+            if self._on_comment is not None:
+                text = line[2:] if line[1:2] == b" " else line[1:]
+                self._on_comment(text.decode("utf-8", "replace"))
+            return
+        # "If the line contains a U+003A COLON character (:): Collect the characters on the line before the
+        # first U+003A COLON character (:), and let field be that string. Collect the characters on the line
+        # after the first U+003A COLON character (:), and let value be that string. If value starts with a
+        # U+0020 SPACE character, remove it from value." Otherwise the whole line is the field name and
+        # the value is the empty string.
+        name, colon, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            # "Append the field value to the data buffer, then append a single U+000A LINE FEED (LF)
+            # character to the data buffer." (We join the lines with LF at dispatch instead.)
+            size = self._data_size + len(value) + (1 if self._data else 0)
+            if size > self._max_event_size:
+                raise SSEParsingError(
+                    f"event data larger than max_event_size ({self._max_event_size} bytes)",
+                    line=_shown(line),
+                    offset=self._line_offset(buf, index),
+                )
+            self._data.append(value)
+            self._data_size = size
+        elif name == b"event":
+            # "Set the event type buffer to field value."
+            self._event_type = self._intern_type(value) if value else None
+        elif name == b"id":
+            # "If the field value does not contain U+0000 NULL, then set the last event ID buffer to the
+            # field value. Otherwise, ignore the field."
+            if b"\0" in value:
+                if self._strict:
+                    self._malformed("id contains NUL", line, buf, index)
+            else:
+                self._id_buffer = self._event_id = value.decode("utf-8", "replace")
+        elif name == b"retry":
+            # "If the field value consists of only ASCII digits, then interpret the field value as an
+            # integer in base ten, and set the event stream's reconnection time to that integer.
+            # Otherwise, ignore the field."
+            if value.isdigit():
+                self._retry = self._event_retry = int(value)
+            elif self._strict:
+                self._malformed("retry is not all ASCII digits", line, buf, index)
+        elif self._strict and not colon:
+            # "Otherwise: The field is ignored." strict mode reports a line that names no field instead.
+            self._malformed("line has no colon and names no field", line, buf, index)
+
+    def _intern_type(self, raw: bytes) -> str:
+        """Event type names repeat: share one str per name instead of decoding each time."""
+        name = self._type_cache.get(raw)
+        if name is None:
+            name = raw.decode("utf-8", "replace")
+            if len(self._type_cache) < _EVENT_TYPE_CACHE_SIZE:
+                self._type_cache[raw] = name
+        return name
+
+    def _dispatch(self, events: list[Event]) -> None:
+        # "1. Set the last event ID string of the event source to the value of the last event ID buffer."
+        self._last_event_id = self._id_buffer
+        event_type, event_id, event_retry = self._event_type, self._event_id, self._event_retry
+        self._event_type = self._event_id = self._event_retry = None
+        # "2. If the data buffer is an empty string, set the data buffer and the event type buffer to the
+        # empty string and return."
+        if not self._data:
+            return
+        # "3. If the data buffer's last character is a U+000A LINE FEED (LF) character, then remove the
+        # last character from the data buffer."
+        data = b"\n".join(self._data).decode("utf-8", "replace")
+        self._data = []
+        self._data_size = 0
+        if self._dedup:
+            first_after_reset = self._after_reset
+            self._after_reset = False
+            if event_id:
+                if event_id in self._seen_ids:
+                    return
+                self._remember_id(event_id)
+            elif first_after_reset and data == self._last_data:
+                return
+            self._last_data = data
+        events.append({"data": data, "event": event_type, "id": event_id, "retry": event_retry})
+
+    def _remember_id(self, event_id: str) -> None:
+        ring = self._ring
+        if not ring:
+            return
+        evicted = ring[self._ring_pos]
+        if evicted is not None:
+            self._seen_ids.discard(evicted)
+        ring[self._ring_pos] = event_id
+        self._ring_pos = (self._ring_pos + 1) % len(ring)
+        self._seen_ids.add(event_id)
