@@ -228,8 +228,8 @@ cdef class SSEDecoder:
         self._has_data = False
 
     cdef int _feed(self, const char* p, Py_ssize_t n, list events) except -1:
-        cdef char head[3]
         cdef Py_ssize_t take, held
+        cdef bytes start
         if n == 0:
             return 0
         if self._bom_pending:
@@ -248,8 +248,12 @@ cdef class SSEDecoder:
             if held == 3 and memcmp(self._line.ptr, BOM, 3) == 0:
                 self._offset += 3
             else:
-                memcpy(head, self._line.ptr, held)
-                self._scan(head, held, events)
+                # Not a BOM: the held bytes start the stream. Scan them with the rest in one piece (one
+                # copy per stream) so errors see the same lines as the pure twin.
+                start = PyBytes_FromStringAndSize(NULL, held + n)
+                memcpy(PyBytes_AS_STRING(start), self._line.ptr, held)
+                memcpy(PyBytes_AS_STRING(start) + held, p, n)
+                return self._scan(PyBytes_AS_STRING(start), held + n, events)
         if n:
             self._scan(p, n, events)
         return 0

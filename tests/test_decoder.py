@@ -1,0 +1,469 @@
+"""The decoder rules (WHATWG "Interpreting an event stream"), each on both implementations and in many chunkings."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from typing import Any
+
+import pytest
+from decoder_helpers import CHUNKINGS, chunked, decode
+
+import aiosonic.exceptions
+from sonicsse.exceptions import SSEParsingError
+
+BOM = b"\xef\xbb\xbf"
+
+
+def ev(data: str, event: str | None = None, id: str | None = None, retry: int | None = None) -> dict[str, Any]:
+    return {"data": data, "event": event, "id": id, "retry": retry}
+
+
+@pytest.fixture(params=CHUNKINGS)
+def chunking(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# --- line ends -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_line_ends(decoder_cls: Any, chunking: str, eol: bytes) -> None:
+    stream = eol.join([b"event: add", b"id: 1", b"data: a", b"data: b", b"", b"data: c", b"", b""])
+    assert decode(decoder_cls(), stream, chunking) == [ev("a\nb", "add", "1"), ev("c")]
+
+
+def test_mixed_line_ends(decoder_cls: Any, chunking: str) -> None:
+    stream = b"data: 1\rdata: 2\r\ndata: 3\n\r\ndata: 4\r\r"
+    assert decode(decoder_cls(), stream, chunking) == [ev("1\n2\n3"), ev("4")]
+
+
+def test_crlf_split_across_chunks_is_one_line_end(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    assert decoder.feed(b"data: a\r") == []
+    assert decoder.feed(b"\ndata: b\r") == []
+    assert decoder.feed(b"\n\r") == [ev("a\nb")]
+    assert decoder.feed(b"\n") == []  # the LF after the CR that dispatched is not another blank line
+    assert decoder.feed(b"data: c\n\n") == [ev("c")]
+
+
+def test_cr_at_chunk_end_then_blank_line(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    assert decoder.feed(b"data: a\r") == []
+    assert decoder.feed(b"\r") == [ev("a")]
+
+
+def test_lone_cr_then_lf_as_next_blank_line(decoder_cls: Any) -> None:
+    # CR LF LF: the CRLF ends the data line, the LF is the blank line.
+    assert decode(decoder_cls(), b"data: a\r\n\n", "1") == [ev("a")]
+
+
+# --- BOM ---------------------------------------------------------------------------------------------------
+
+
+def test_bom_stripped(decoder_cls: Any, chunking: str) -> None:
+    assert decode(decoder_cls(), BOM + b"data: x\n\n", chunking) == [ev("x")]
+
+
+def test_second_bom_is_data(decoder_cls: Any, chunking: str) -> None:
+    # After the first BOM is stripped the second starts the field name, which is then unknown.
+    assert decode(decoder_cls(), BOM + BOM + b"data: x\n\ndata: y\n\n", chunking) == [ev("y")]
+    assert decode(decoder_cls(), b"data: " + BOM + b"x\n\n", chunking) == [ev("\ufeffx")]
+
+
+def test_partial_bom_is_not_stripped(decoder_cls: Any, chunking: str) -> None:
+    # EF BB is not a BOM: it is invalid UTF-8 that starts an unknown field name.
+    assert decode(decoder_cls(), b"\xef\xbb\n\ndata: x\n\n", chunking) == [ev("x")]
+    assert decode(decoder_cls(), b"\xefdata: x\n\ndata: y\n\n", chunking) == [ev("y")]
+
+
+def test_short_stream_start_is_not_lost(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    assert decoder.feed(b"\n") == []
+    assert decoder.feed(b"\n") == []
+    assert decoder.feed(b"d") == []
+    assert decoder.feed(b"ata: x\n\n") == [ev("x")]
+
+
+def test_bom_expected_again_after_reset(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    assert decoder.feed(BOM + b"data: a\n\n") == [ev("a")]
+    decoder.reset()
+    assert decoder.feed(BOM[:1]) == []
+    assert decoder.feed(BOM[1:] + b"data: b\n\n") == [ev("b")]
+
+
+# --- fields ------------------------------------------------------------------------------------------------
+
+
+def test_comments_ignored(decoder_cls: Any, chunking: str) -> None:
+    stream = b": hello\n:\ndata: a\n: in between\ndata: b\n\n"
+    assert decode(decoder_cls(), stream, chunking) == [ev("a\nb")]
+
+
+def test_on_comment_gets_text_without_colon_and_one_space(decoder_cls: Any, chunking: str) -> None:
+    comments: list[str] = []
+    stream = b": hello\n:\n:  two\n:x\n: caf\xc3\xa9 \xff\n\n"
+    assert decode(decoder_cls(on_comment=comments.append), stream, chunking) == []
+    assert comments == ["hello", "", " two", "x", "café \ufffd"]
+
+
+def test_one_leading_space_removed(decoder_cls: Any, chunking: str) -> None:
+    stream = b"data:x\n\ndata: x\n\ndata:  x\n\ndata:\tx\n\ndata: x \n\n"
+    assert decode(decoder_cls(), stream, chunking) == [ev("x"), ev("x"), ev(" x"), ev("\tx"), ev("x ")]
+
+
+def test_only_first_colon_splits(decoder_cls: Any, chunking: str) -> None:
+    assert decode(decoder_cls(), b"data: a:b: c\n\n", chunking) == [ev("a:b: c")]
+
+
+def test_line_without_colon_is_field_with_empty_value(decoder_cls: Any, chunking: str) -> None:
+    assert decode(decoder_cls(), b"data\n\n", chunking) == [ev("")]
+    assert decode(decoder_cls(), b"data\ndata\n\n", chunking) == [ev("\n")]
+    assert decode(decoder_cls(), b"data: a\ndata\n\n", chunking) == [ev("a\n")]
+    assert decode(decoder_cls(), b"data: a\nevent\n\n", chunking) == [ev("a")]
+    assert decode(decoder_cls(), b"id: 5\nid\ndata: a\n\n", chunking) == [ev("a", id="")]
+
+
+def test_raw_newline_inside_data_is_a_field_without_colon(decoder_cls: Any, chunking: str) -> None:
+    # aiosonic glued "with two lines" onto the data; the spec makes it an unknown field.
+    stream = b"id: 3\nevent: custom\ndata: test data\nwith two lines\n\n"
+    assert decode(decoder_cls(), stream, chunking) == [ev("test data", "custom", "3")]
+
+
+def test_unknown_fields_ignored(decoder_cls: Any, chunking: str) -> None:
+    stream = b"foo: bar\nData: no\n data: no\ndata : no\ndata: yes\n\n"
+    assert decode(decoder_cls(), stream, chunking) == [ev("yes")]
+
+
+def test_event_without_data_not_dispatched_but_id_and_retry_apply(decoder_cls: Any, chunking: str) -> None:
+    decoder = decoder_cls()
+    assert decode(decoder, b"event: x\nid: 9\nretry: 1500\n\n", chunking) == []
+    assert decoder.last_event_id == "9"
+    assert decoder.retry == 1500
+    # The event type of an undispatched block does not leak into the next event.
+    assert decode(decoder, b"data: y\n\n", chunking) == [ev("y")]
+
+
+def test_event_type(decoder_cls: Any, chunking: str) -> None:
+    stream = b"event: a\ndata: 1\n\ndata: 2\n\nevent:\ndata: 3\n\nevent: a\nevent: b\ndata: 4\n\n"
+    assert decode(decoder_cls(), stream, chunking) == [ev("1", "a"), ev("2"), ev("3"), ev("4", "b")]
+
+
+def test_event_type_name_shared_between_events(decoder_cls: Any) -> None:
+    events = decode(decoder_cls(), b"event: update\ndata: 1\n\nevent: update\ndata: 2\n\n")
+    assert events[0]["event"] == events[1]["event"] == "update"
+    assert events[0]["event"] is events[1]["event"]
+
+
+def test_id_semantics(decoder_cls: Any, chunking: str) -> None:
+    decoder = decoder_cls()
+    stream = b"id: 1\ndata: a\n\ndata: b\n\nid\ndata: c\n\nid: x\x00y\ndata: d\n\n"
+    events = decode(decoder, stream, chunking)
+    # "id" is the event's own block's id: None without one, "" for a bare id, NUL ids ignored.
+    assert events == [ev("a", id="1"), ev("b"), ev("c", id=""), ev("d")]
+    assert decoder.last_event_id == ""
+
+
+def test_last_event_id_persists_and_counts_only_completed_blocks(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    assert decoder.last_event_id == ""
+    decoder.feed(b"id: 1\ndata: a\n\ndata: b\n\n")
+    assert decoder.last_event_id == "1"
+    decoder.feed(b"id: 2\ndata: c\n")
+    assert decoder.last_event_id == "1"  # the block with id 2 has not ended
+    decoder.feed(b"\n")
+    assert decoder.last_event_id == "2"
+
+
+def test_last_event_id_initial_value(decoder_cls: Any) -> None:
+    decoder = decoder_cls(last_event_id="42")
+    assert decoder.last_event_id == "42"
+    decoder.feed(b"data: a\n\n")
+    assert decoder.last_event_id == "42"
+
+
+def test_non_ascii_id(decoder_cls: Any, chunking: str) -> None:
+    decoder = decoder_cls()
+    assert decode(decoder, "id: ключ-é\ndata: a\n\n".encode(), chunking) == [ev("a", id="ключ-é")]
+    assert decoder.last_event_id == "ключ-é"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"retry: 3000", 3000),
+        (b"retry:0", 0),
+        (b"retry: 007", 7),
+        (b"retry: 123456789012345678901234567890", 123456789012345678901234567890),
+        (b"retry: 12a", None),
+        (b"retry: -1", None),
+        (b"retry: 1.5", None),
+        (b"retry: +1", None),
+        (b"retry:  12", None),
+        (b"retry: 12 ", None),
+        (b"retry:", None),
+        (b"retry", None),
+        ("retry: ١٢".encode(), None),  # Arabic-Indic digits are not ASCII digits
+    ],
+)
+def test_retry_only_when_all_ascii_digits(decoder_cls: Any, line: bytes, expected: int | None) -> None:
+    decoder = decoder_cls()
+    assert decode(decoder, line + b"\ndata: a\n\n") == [ev("a", retry=expected)]
+    assert decoder.retry == expected
+
+
+def test_retry_keeps_last_valid_value(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    decode(decoder, b"retry: 10\n\nretry: x\ndata: a\n\n")
+    assert decoder.retry == 10
+
+
+def test_unterminated_event_at_end_is_not_dispatched(decoder_cls: Any, chunking: str) -> None:
+    decoder = decoder_cls()
+    assert decode(decoder, b"data: a\n\ndata: b\n", chunking) == [ev("a")]
+    assert decode(decoder_cls(), b"data: a\n\ndata: b", chunking) == [ev("a")]
+
+
+def test_invalid_utf8_becomes_replacement_character(decoder_cls: Any, chunking: str) -> None:
+    stream = b"data: a\xffb\xe2\x82\n\ndata: \xe2\x82\xac\xf0\x9f\x98\x80\n\nevent: \xc3\n\xed\xa0\x80data: z\n\n"
+    events = decode(decoder_cls(), stream, chunking)
+    assert events == [ev("a\ufffdb\ufffd"), ev("€😀")]
+
+
+def test_multibyte_split_across_chunks(decoder_cls: Any) -> None:
+    stream = "data: ünïcödé €😀\n\n".encode()
+    assert decode(decoder_cls(), stream, "1") == [ev("ünïcödé €😀")]
+
+
+def test_nul_in_data_is_kept(decoder_cls: Any, chunking: str) -> None:
+    assert decode(decoder_cls(), b"data: a\x00b\n\n", chunking) == [ev("a\x00b")]
+
+
+def test_empty_and_blank_only_streams(decoder_cls: Any, chunking: str) -> None:
+    decoder = decoder_cls()
+    assert decoder.feed(b"") == []
+    assert decode(decoder, b"\n\n\r\n\r\r", chunking) == []
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_accepts_bytes_like(decoder_cls: Any, kind: Any) -> None:
+    decoder = decoder_cls()
+    assert decoder.feed(kind(b"data: a\n")) == []
+    assert decoder.feed(kind(b"\n")) == [ev("a")]
+
+
+def test_large_event(decoder_cls: Any) -> None:
+    payload = b"x" * (1 << 20)
+    stream = (b"data: " + payload + b"\n\n") * 3
+    events = decode(decoder_cls(max_line_size=2 << 20), stream, "random")
+    assert [len(e["data"]) for e in events] == [1 << 20] * 3
+
+
+def test_many_data_lines(decoder_cls: Any) -> None:
+    stream = b"data: ab\n" * 10_000 + b"\n"
+    (event,) = decode(decoder_cls(), stream)
+    assert event["data"] == "\n".join(["ab"] * 10_000)
+
+
+# --- reset -------------------------------------------------------------------------------------------------
+
+
+def test_reset_drops_partial_line_and_event_keeps_id_and_retry(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    decoder.feed(b"retry: 500\nid: 1\ndata: a\n\nid: 2\ndata: cut")
+    assert decoder.last_event_id == "1"
+    decoder.reset()
+    assert decoder.last_event_id == "1"
+    assert decoder.retry == 500
+    # the cut-off block's id 2 does not count: the id buffer restarts from the last completed block
+    assert decoder.feed(b"data: b\n\n") == [ev("b")]
+    assert decoder.last_event_id == "1"
+    assert decoder.feed(b"id: 3\ndata: c\n\n") == [ev("c", id="3")]
+
+
+def test_reset_forgets_pending_cr(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    decoder.feed(b"data: a\r")
+    decoder.reset()
+    assert decoder.feed(b"\ndata: b\n\n") == [ev("b")]
+
+
+# --- dedup -------------------------------------------------------------------------------------------------
+
+
+def test_dedup_off_by_default_keeps_everything(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    assert decode(decoder, b"id: 1\ndata: a\n\nid: 1\ndata: a\n\n") == [ev("a", id="1")] * 2
+    decoder.reset()
+    assert decoder.feed(b"data: a\n\n") == [ev("a")]
+
+
+def test_dedup_drops_repeated_ids(decoder_cls: Any, chunking: str) -> None:
+    stream = b"id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 1\ndata: a\n\nid: 3\ndata: c\n\n"
+    events = decode(decoder_cls(dedup=True), stream, chunking)
+    assert events == [ev("a", id="1"), ev("b", id="2"), ev("c", id="3")]
+
+
+def test_dedup_keeps_equal_data_within_a_connection(decoder_cls: Any, chunking: str) -> None:
+    stream = b"data: \n\n" * 5 + b"data: the\n\n" * 3
+    assert decode(decoder_cls(dedup=True), stream, chunking) == [ev("")] * 5 + [ev("the")] * 3
+
+
+def test_dedup_empty_id_never_dropped(decoder_cls: Any) -> None:
+    assert decode(decoder_cls(dedup=True), b"id\ndata: a\n\nid\ndata: b\n\n") == [ev("a", id=""), ev("b", id="")]
+
+
+def test_dedup_after_reset_drops_replayed_last_event(decoder_cls: Any) -> None:
+    decoder = decoder_cls(dedup=True)
+    assert decoder.feed(b"data: a\n\ndata: b\n\n") == [ev("a"), ev("b")]
+    decoder.reset()
+    # the server replays its last event on the new connection: dropped once, the rest kept
+    assert decoder.feed(b"data: b\n\ndata: b\n\ndata: c\n\n") == [ev("b"), ev("c")]
+    decoder.reset()
+    assert decoder.feed(b"data: x\n\n") == [ev("x")]
+
+
+def test_dedup_after_reset_replay_with_id_uses_id_rule(decoder_cls: Any) -> None:
+    decoder = decoder_cls(dedup=True)
+    decoder.feed(b"id: 1\ndata: a\n\n")
+    decoder.reset()
+    assert decoder.feed(b"id: 1\ndata: a\n\nid: 2\ndata: a\n\n") == [ev("a", id="2")]
+
+
+def test_dedup_window_is_bounded(decoder_cls: Any) -> None:
+    decoder = decoder_cls(dedup=True, dedup_window=2)
+    stream = b"".join(b"id: %d\ndata: x\n\n" % i for i in (1, 2, 3, 1, 3))
+    # id 1 left the window of the last two ids when 3 arrived; 3 is still in it
+    assert [e["id"] for e in decode(decoder, stream)] == ["1", "2", "3", "1"]
+
+
+def test_dedup_window_zero_keeps_ids(decoder_cls: Any) -> None:
+    decoder = decoder_cls(dedup=True, dedup_window=0)
+    assert len(decode(decoder, b"id: 1\ndata: x\n\nid: 1\ndata: y\n\n")) == 2
+
+
+# --- strict mode -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stream", "reason"),
+    [
+        (b"data: ok\n\nretry: abc\n\n", "retry is not all ASCII digits"),
+        (b"data: ok\n\nid: a\x00b\n\n", "id contains NUL"),
+        (b"data: ok\n\ndata: \xff\n\n", "invalid UTF-8"),
+        (b"data: ok\n\n: \xff\n\n", "invalid UTF-8"),
+        (b"data: ok\n\nmalformed event\n\n", "line has no colon and names no field"),
+    ],
+)
+def test_strict_raises_with_reason_line_and_offset(decoder_cls: Any, chunking: str, stream: bytes, reason: str) -> None:
+    decoder = decoder_cls(strict=True)
+    received: list[dict[str, Any]] = []
+    with pytest.raises(SSEParsingError) as info:
+        for chunk in chunked(stream, chunking):
+            received.extend(decoder.feed(chunk))
+    exc = info.value
+    received.extend(exc.events)
+    assert received == [ev("ok")]  # nothing valid before the bad line is lost
+    assert exc.reason == reason
+    assert exc.offset == len(b"data: ok\n\n")
+    assert exc.line is not None and reason in str(exc) and "offset 10" in str(exc)
+    assert isinstance(exc, aiosonic.exceptions.SSEParsingError)
+
+
+def test_strict_accepts_valid_streams(decoder_cls: Any, chunking: str) -> None:
+    stream = BOM + b": c\nevent: e\nid: 1\nretry: 5\ndata: a\ndata\nunknown: x\n\nid\ndata: b\n\n"
+    assert decode(decoder_cls(strict=True), stream, chunking) == [ev("a\n", "e", "1", 5), ev("b", id="")]
+
+
+def test_strict_error_line_truncated(decoder_cls: Any) -> None:
+    with pytest.raises(SSEParsingError) as info:
+        decoder_cls(strict=True).feed(b"retry: " + b"x" * 500 + b"\n")
+    assert info.value.line is not None and len(info.value.line) == 80
+
+
+def test_feed_after_error_needs_reset(decoder_cls: Any) -> None:
+    decoder = decoder_cls(strict=True)
+    with pytest.raises(SSEParsingError):
+        decoder.feed(b"retry: x\n")
+    with pytest.raises(SSEParsingError, match="reset"):
+        decoder.feed(b"data: a\n\n")
+    decoder.reset()
+    assert decoder.feed(b"data: a\n\n") == [ev("a")]
+
+
+def test_on_comment_exception_propagates(decoder_cls: Any) -> None:
+    def boom(text: str) -> None:
+        raise RuntimeError(text)
+
+    decoder = decoder_cls(on_comment=boom)
+    with pytest.raises(RuntimeError, match="bad"):
+        decoder.feed(b": bad\n")
+
+
+# --- limits ------------------------------------------------------------------------------------------------
+
+
+def test_line_limit(decoder_cls: Any, chunking: str) -> None:
+    decoder = decoder_cls(max_line_size=10)
+    assert decode(decoder, b"data: 1234\n\n", chunking) == [ev("1234")]  # 10 bytes: allowed
+    with pytest.raises(SSEParsingError, match="max_line_size") as info:
+        decode(decoder, b"data: 12345\n\n", chunking)
+    assert info.value.offset == len(b"data: 1234\n\n")
+    assert info.value.line is not None and info.value.line.startswith("data: 1234")
+
+
+def test_line_limit_applies_to_unterminated_tail(decoder_cls: Any) -> None:
+    decoder = decoder_cls(max_line_size=10)
+    with pytest.raises(SSEParsingError, match="max_line_size"):
+        decoder.feed(b"data: 123456789")
+
+
+def test_event_limit(decoder_cls: Any, chunking: str) -> None:
+    decoder = decoder_cls(max_event_size=5)
+    assert decode(decoder, b"data: ab\ndata: cd\n\n", chunking) == [ev("ab\ncd")]  # 5 bytes: allowed
+    with pytest.raises(SSEParsingError, match="max_event_size") as info:
+        decode(decoder, b"data: ab\ndata: cde\n\n", chunking)
+    assert info.value.offset == len(b"data: ab\ndata: cd\n\ndata: ab\n")
+
+
+@pytest.mark.parametrize("chunk_size", [64 << 10, 1 << 20])
+def test_64_mib_without_newline_raises_with_bounded_memory(decoder_cls: Any, chunk_size: int) -> None:
+    limit = 1 << 20
+    decoder = decoder_cls(max_line_size=limit)
+    chunk = b"a" * chunk_size
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fed = 0
+        with pytest.raises(SSEParsingError, match="max_line_size"):
+            while fed < 64 << 20:
+                decoder.feed(chunk)
+                fed += chunk_size
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fed <= limit  # it raised as soon as the line went past the limit
+    # the held line never grows past the limit (plus the buffer's doubling slack and the error message)
+    assert peak < 2 * limit + (256 << 10)
+
+
+def test_constructor_validation(decoder_cls: Any) -> None:
+    with pytest.raises(ValueError):
+        decoder_cls(max_line_size=0)
+    with pytest.raises(ValueError):
+        decoder_cls(max_event_size=0)
+    with pytest.raises(ValueError):
+        decoder_cls(dedup_window=-1)
+    with pytest.raises(ValueError):
+        decoder_cls(last_event_id="a\x00")
+    with pytest.raises(TypeError):
+        decoder_cls(last_event_id=5)
+    with pytest.raises(TypeError):
+        decoder_cls(on_comment=5)
+
+
+def test_event_dict_has_exactly_the_seed_keys(decoder_cls: Any) -> None:
+    (event,) = decoder_cls().feed(b"data: a\n\n")
+    assert type(event) is dict
+    assert list(event) == ["data", "event", "id", "retry"]

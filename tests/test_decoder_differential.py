@@ -1,0 +1,167 @@
+"""Differential property tests: the compiled twin, the pure twin and a spec-literal reference agree.
+
+Random byte streams made of the pieces that matter to the grammar (field names, colons, spaces, CR, LF,
+CRLF, BOM, NUL, invalid and multi-byte UTF-8) are cut at random points and fed to both decoders; the
+events, ``last_event_id`` and ``retry`` must equal what the reference below computes from the whole stream.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pytest
+from conftest import NO_EXTENSIONS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sonicsse import _parser_py
+from sonicsse.exceptions import SSEParsingError
+
+IMPLEMENTATIONS: list[Any] = [_parser_py.SSEDecoder]
+if not NO_EXTENSIONS:
+    from sonicsse import _parser_c
+
+    IMPLEMENTATIONS.insert(0, _parser_c.SSEDecoder)
+
+BOM = b"\xef\xbb\xbf"
+
+
+def reference(stream: bytes, last_event_id: str = "") -> tuple[list[dict[str, Any]], str, int | None]:
+    """The WHATWG "event stream interpretation", step by step, on the whole stream at once."""
+    # The UTF-8 decode algorithm strips one leading BOM and turns invalid bytes into U+FFFD.
+    text = stream.decode("utf-8-sig" if stream.startswith(BOM) else "utf-8", "replace")
+    events: list[dict[str, Any]] = []
+    data: list[str] = []
+    event_type = ""
+    id_buffer = last_event_id
+    own_id: str | None = None
+    own_retry: int | None = None
+    retry: int | None = None
+    position = 0
+    # Only terminated lines are processed: an unterminated last line is never seen.
+    for match in re.finditer(r"\r\n|\r|\n", text):
+        line = text[position : match.start()]
+        position = match.end()
+        if line == "":
+            last_event_id = id_buffer
+            if data:
+                events.append(
+                    {"data": "\n".join(data), "event": event_type or None, "id": own_id, "retry": own_retry}
+                )
+            data, event_type, own_id, own_retry = [], "", None, None
+            continue
+        if line.startswith(":"):
+            continue
+        field, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if field == "event":
+            event_type = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            if "\0" not in value:
+                id_buffer = own_id = value
+        elif field == "retry" and value and all("0" <= c <= "9" for c in value):
+            retry = own_retry = int(value)
+    return events, last_event_id, retry
+
+
+PIECES = [
+    b"data", b"data:", b"data: ", b"event:", b"event: ", b"id:", b"id: ", b"retry:", b"retry: ", b":", b": ",
+    b" ", b"  ", b"\r", b"\n", b"\r\n", b"\n\n", b"\r\n\r\n", BOM, b"\0", b"\xff", b"\xe2\x82", b"\xe2\x82\xac",
+    b"\xf0\x9f\x98\x80", "é".encode(), b"0", b"12", b"007", b"x", b"hello", b"a b", b"dat", b"ta", b"DATA",
+]
+
+streams = st.lists(st.sampled_from(PIECES), max_size=60).map(b"".join) | st.binary(max_size=200)
+
+
+@st.composite
+def cut(draw: st.DrawFn, stream: bytes) -> list[bytes]:
+    points = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    bounds = [0, *points, len(stream)]
+    return [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@st.composite
+def chunked_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    stream = draw(streams)
+    return stream, draw(cut(stream))
+
+
+def run(cls: Any, chunks: list[bytes], **options: Any) -> tuple[list[dict[str, Any]], Any, str, Any]:
+    """Feed every chunk; return the events, the error (as comparable fields) and the final state."""
+    decoder = cls(**options)
+    events: list[dict[str, Any]] = []
+    error = None
+    for chunk in chunks:
+        try:
+            events.extend(decoder.feed(chunk))
+        except SSEParsingError as exc:
+            events.extend(exc.events)
+            error = (exc.reason, exc.offset, exc.line)
+            break
+    return events, error, decoder.last_event_id, decoder.retry
+
+
+# SONICSSE_HYPOTHESIS_EXAMPLES raises the budget for a long local run.
+SETTINGS = settings(
+    max_examples=int(os.environ.get("SONICSSE_HYPOTHESIS_EXAMPLES", "600")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@SETTINGS
+@given(chunked_streams(), st.sampled_from(["", "7", "é"]))
+def test_both_decoders_match_the_spec_reference(case: tuple[bytes, list[bytes]], initial_id: str) -> None:
+    stream, chunks = case
+    expected_events, expected_id, expected_retry = reference(stream, initial_id)
+    for cls in IMPLEMENTATIONS:
+        events, error, last_event_id, retry = run(cls, chunks, last_event_id=initial_id)
+        assert error is None
+        assert events == expected_events, cls
+        assert last_event_id == expected_id, cls
+        assert retry == expected_retry, cls
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="needs the compiled decoder")
+@SETTINGS
+@given(
+    chunked_streams(),
+    st.booleans(),
+    st.integers(1, 40),
+    st.integers(1, 40),
+)
+def test_twins_agree_on_errors_and_limits(
+    case: tuple[bytes, list[bytes]], strict: bool, max_line_size: int, max_event_size: int
+) -> None:
+    _, chunks = case
+    options = {"strict": strict, "max_line_size": max_line_size, "max_event_size": max_event_size}
+    assert run(IMPLEMENTATIONS[0], chunks, **options) == run(IMPLEMENTATIONS[1], chunks, **options)
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="needs the compiled decoder")
+@SETTINGS
+@given(st.lists(chunked_streams(), min_size=1, max_size=4), st.integers(0, 3))
+def test_twins_agree_on_dedup_across_resets(connections: list[tuple[bytes, list[bytes]]], window: int) -> None:
+    outcomes = []
+    for cls in IMPLEMENTATIONS:
+        decoder = cls(dedup=True, dedup_window=window)
+        events = []
+        for _, chunks in connections:
+            for chunk in chunks:
+                events.extend(decoder.feed(chunk))
+            decoder.reset()
+        outcomes.append((events, decoder.last_event_id, decoder.retry))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("cls", IMPLEMENTATIONS)
+def test_reference_agrees_on_known_tricky_stream(cls: Any) -> None:
+    stream = BOM + b"data: a\r\rid: 1\x00\r\nid: 2\nretry: 1x\nretry: 9\n\n\xffdata: b\n\ndata: c"
+    expected = reference(stream)
+    assert expected[0] == [{"data": "a", "event": None, "id": None, "retry": None}]
+    assert run(cls, [stream[i : i + 1] for i in range(len(stream))])[::2] == (expected[0], expected[1])

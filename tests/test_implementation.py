@@ -1,0 +1,49 @@
+"""Guards: the compiled decoder really is the one that runs in a normal build, and the switch works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import NO_EXTENSIONS
+
+import sonicsse
+
+
+def test_public_names() -> None:
+    for name in ("SSEDecoder", "SSEParsingError", "SSEConnectionError", "IMPLEMENTATION", "__version__"):
+        assert hasattr(sonicsse, name), name
+    assert sonicsse.IMPLEMENTATION in ("c", "py")
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="built with SONICSSE_NO_EXTENSIONS")
+def test_compiled_decoder_is_active_in_a_normal_build() -> None:
+    # Fails when the extension silently did not build or import: the pure twin would hide a broken wheel.
+    from sonicsse import _parser_c
+
+    assert sonicsse.IMPLEMENTATION == "c"
+    assert sonicsse.SSEDecoder is _parser_c.SSEDecoder
+
+
+@pytest.mark.skipif(not NO_EXTENSIONS, reason="only for the pure run")
+def test_pure_decoder_is_active_without_extensions() -> None:
+    from sonicsse import _parser_py
+
+    assert sonicsse.IMPLEMENTATION == "py"
+    assert sonicsse.SSEDecoder is _parser_py.SSEDecoder
+
+
+def test_environment_switch_forces_the_pure_decoder() -> None:
+    code = "import sonicsse; print(sonicsse.IMPLEMENTATION, sonicsse.SSEDecoder.__module__)"
+    env = {**os.environ, "SONICSSE_NO_EXTENSIONS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["py", "sonicsse._parser_py"]
+
+
+def test_exceptions_are_aiosonic_exceptions() -> None:
+    import aiosonic.exceptions
+
+    assert issubclass(sonicsse.SSEParsingError, aiosonic.exceptions.SSEParsingError)
+    assert issubclass(sonicsse.SSEConnectionError, aiosonic.exceptions.SSEConnectionError)
