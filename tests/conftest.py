@@ -1,4 +1,4 @@
-"""Shared fixtures: every async test runs on asyncio and on uvloop; decoder tests run on both implementations."""
+"""Shared fixtures: async tests run on asyncio and on uvloop; decoder tests run on both implementations."""
 
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ NO_EXTENSIONS = bool(os.environ.get("SONICSSE_NO_EXTENSIONS"))
 IMPLEMENTATIONS = ["c", "py"]
 
 
-def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, LoopFactory]:
+    factories: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
     if uvloop is not None:
         factories["uvloop"] = uvloop.new_event_loop
     return factories

@@ -1,4 +1,4 @@
-"""The decoder rules (WHATWG "Interpreting an event stream"), each on both implementations and in many chunkings."""
+"""The decoder rules (WHATWG "Interpreting an event stream"), on both implementations, in many chunkings."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ import gc
 import tracemalloc
 from typing import Any
 
-import pytest
-from decoder_helpers import CHUNKINGS, chunked, decode
-
 import aiosonic.exceptions
+import pytest
+
 from sonicsse.exceptions import SSEParsingError
+
+from decoder_helpers import CHUNKINGS, chunked, decode
 
 BOM = b"\xef\xbb\xbf"
 
 
-def ev(data: str, event: str | None = None, id: str | None = None, retry: int | None = None) -> dict[str, Any]:
+def ev(
+    data: str, event: str | None = None, id: str | None = None, retry: int | None = None
+) -> dict[str, Any]:
     return {"data": data, "event": event, "id": id, "retry": retry}
 
 
@@ -226,7 +229,10 @@ def test_unterminated_event_at_end_is_not_dispatched(decoder_cls: Any, chunking:
 
 
 def test_invalid_utf8_becomes_replacement_character(decoder_cls: Any, chunking: str) -> None:
-    stream = b"data: a\xffb\xe2\x82\n\ndata: \xe2\x82\xac\xf0\x9f\x98\x80\n\nevent: \xc3\n\xed\xa0\x80data: z\n\n"
+    stream = (
+        b"data: a\xffb\xe2\x82\n\ndata: \xe2\x82\xac\xf0\x9f\x98\x80\n\n"
+        b"event: \xc3\n\xed\xa0\x80data: z\n\n"
+    )
     events = decode(decoder_cls(), stream, chunking)
     assert events == [ev("a\ufffdb\ufffd"), ev("€😀")]
 
@@ -311,7 +317,8 @@ def test_dedup_keeps_equal_data_within_a_connection(decoder_cls: Any, chunking: 
 
 
 def test_dedup_empty_id_never_dropped(decoder_cls: Any) -> None:
-    assert decode(decoder_cls(dedup=True), b"id\ndata: a\n\nid\ndata: b\n\n") == [ev("a", id=""), ev("b", id="")]
+    events = decode(decoder_cls(dedup=True), b"id\ndata: a\n\nid\ndata: b\n\n")
+    assert events == [ev("a", id=""), ev("b", id="")]
 
 
 def test_dedup_after_reset_drops_replayed_last_event(decoder_cls: Any) -> None:
@@ -356,7 +363,9 @@ def test_dedup_window_zero_keeps_ids(decoder_cls: Any) -> None:
         (b"data: ok\n\nmalformed event\n\n", "line has no colon and names no field"),
     ],
 )
-def test_strict_raises_with_reason_line_and_offset(decoder_cls: Any, chunking: str, stream: bytes, reason: str) -> None:
+def test_strict_raises_with_reason_line_and_offset(
+    decoder_cls: Any, chunking: str, stream: bytes, reason: str
+) -> None:
     decoder = decoder_cls(strict=True)
     received: list[dict[str, Any]] = []
     with pytest.raises(SSEParsingError) as info:

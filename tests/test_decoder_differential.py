@@ -7,17 +7,19 @@ events, ``last_event_id`` and ``retry`` must equal what the reference below comp
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from typing import Any
 
 import pytest
-from conftest import NO_EXTENSIONS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sonicsse import _parser_py
 from sonicsse.exceptions import SSEParsingError
+
+from conftest import NO_EXTENSIONS
 
 IMPLEMENTATIONS: list[Any] = [_parser_py.SSEDecoder]
 if not NO_EXTENSIONS:
@@ -70,9 +72,10 @@ def reference(stream: bytes, last_event_id: str = "") -> tuple[list[dict[str, An
 
 
 PIECES = [
-    b"data", b"data:", b"data: ", b"event:", b"event: ", b"id:", b"id: ", b"retry:", b"retry: ", b":", b": ",
-    b" ", b"  ", b"\r", b"\n", b"\r\n", b"\n\n", b"\r\n\r\n", BOM, b"\0", b"\xff", b"\xe2\x82", b"\xe2\x82\xac",
-    b"\xf0\x9f\x98\x80", "é".encode(), b"0", b"12", b"007", b"x", b"hello", b"a b", b"dat", b"ta", b"DATA",
+    *(b"data", b"data:", b"data: ", b"event:", b"event: ", b"id:", b"id: ", b"retry:", b"retry: "),
+    *(b":", b": ", b" ", b"  ", b"\r", b"\n", b"\r\n", b"\n\n", b"\r\n\r\n", BOM, b"\0"),
+    *(b"\xff", b"\xe2\x82", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80", "é".encode()),
+    *(b"0", b"12", b"007", b"x", b"hello", b"a b", b"dat", b"ta", b"DATA"),
 ]
 
 streams = st.lists(st.sampled_from(PIECES), max_size=60).map(b"".join) | st.binary(max_size=200)
@@ -82,7 +85,7 @@ streams = st.lists(st.sampled_from(PIECES), max_size=60).map(b"".join) | st.bina
 def cut(draw: st.DrawFn, stream: bytes) -> list[bytes]:
     points = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=12)))
     bounds = [0, *points, len(stream)]
-    return [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @st.composite
@@ -146,7 +149,9 @@ def test_twins_agree_on_errors_and_limits(
 @pytest.mark.skipif(NO_EXTENSIONS, reason="needs the compiled decoder")
 @SETTINGS
 @given(st.lists(chunked_streams(), min_size=1, max_size=4), st.integers(0, 3))
-def test_twins_agree_on_dedup_across_resets(connections: list[tuple[bytes, list[bytes]]], window: int) -> None:
+def test_twins_agree_on_dedup_across_resets(
+    connections: list[tuple[bytes, list[bytes]]], window: int
+) -> None:
     outcomes = []
     for cls in IMPLEMENTATIONS:
         decoder = cls(dedup=True, dedup_window=window)

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import NO_EXTENSIONS
 
 import sonicsse
+
+from conftest import NO_EXTENSIONS
 
 
 def test_public_names() -> None:

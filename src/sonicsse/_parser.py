@@ -12,11 +12,7 @@ __all__ = ["IMPLEMENTATION", "SSEDecoder"]
 
 IMPLEMENTATION: str
 
-if TYPE_CHECKING:
-    from ._parser_py import SSEDecoder
-
-    IMPLEMENTATION = "py"
-elif os.environ.get("SONICSSE_NO_EXTENSIONS"):
+if TYPE_CHECKING or os.environ.get("SONICSSE_NO_EXTENSIONS"):
     from ._parser_py import SSEDecoder
 
     IMPLEMENTATION = "py"
