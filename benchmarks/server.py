@@ -1,0 +1,179 @@
+"""The benchmark SSE server: a separate process on uvloop that writes pre-framed bytes.
+
+Routes (one request per connection, the connection closes after the response):
+
+- ``GET /w/<workload>``: the workload built at ``--scale`` (see ``benchmarks.workloads``), written as
+  prepared; the server does no per-event work.
+- ``GET /paced?n=N&interval_us=U``: N token events, one every U µs (absolute deadlines), each data
+  starting with the server's ``time.monotonic_ns()`` at the write, zero-padded to 19 digits.
+
+Started by ``benchmarks.e2e`` and ``benchmarks.concurrency``; prints ``READY <port>`` when listening.
+Run it alone with ``python -m benchmarks.server --workloads bulk --scale 0.01``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import resource
+import socket
+import sys
+import time
+from typing import cast
+from urllib.parse import parse_qs, urlsplit
+
+from .workloads import WORKLOADS, Workload, build, paced_frame
+
+_NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
+def pin_cpu(which: str) -> None:
+    """Pin this process to the last CPU ("server") or to the first one ("client") when ≥ 2 CPUs."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[-1] if which == "server" else cpus[0]})
+
+
+class _Conn(asyncio.Protocol):
+    """One client connection: reads the request head, then streams one response."""
+
+    def __init__(self, workloads: dict[str, Workload]) -> None:
+        self._workloads = workloads
+        self._buf = b""
+        self._transport: asyncio.Transport | None = None
+        self._started = False
+        self._closed = False
+        self._resume: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self._started:
+            return
+        self._buf += data
+        if b"\r\n\r\n" not in self._buf:
+            return
+        self._started = True
+        target = self._buf.split(b" ", 2)[1].decode("latin-1")
+        self._task = asyncio.get_running_loop().create_task(self._serve(target))
+
+    def pause_writing(self) -> None:
+        self._resume = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._resume is not None and not self._resume.done():
+            self._resume.set_result(None)
+        self._resume = None
+
+    async def _write(self, data: bytes) -> bool:
+        """Write with flow control; False once the peer is gone."""
+        assert self._transport is not None
+        if self._closed:
+            return False
+        self._transport.write(data)
+        if self._resume is not None:
+            await self._resume
+        return not self._closed
+
+    async def _serve(self, target: str) -> None:
+        assert self._transport is not None
+        url = urlsplit(target)
+        try:
+            if url.path == "/paced":
+                query = parse_qs(url.query)
+                await self._paced(int(query["n"][0]), int(query["interval_us"][0]) / 1e6)
+            elif url.path.startswith("/w/") and url.path[3:] in self._workloads:
+                await self._workload(self._workloads[url.path[3:]])
+            else:
+                self._transport.write(_NOT_FOUND)
+        finally:
+            self._transport.close()
+
+    async def _workload(self, wl: Workload) -> None:
+        if not await self._write(wl.head):
+            return
+        for piece in wl.writes:
+            if not await self._write(piece):
+                return
+
+    async def _paced(self, n: int, interval: float) -> None:
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        if not await self._write(head):
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(n):
+            delay = start + i * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not await self._write(paced_frame(time.monotonic_ns(), i)):
+                return
+        await self._write(b"0\r\n\r\n")
+
+
+async def serve(port: int, workloads: dict[str, Workload], watch_stdin: bool) -> None:
+    """Listen on 127.0.0.1 and serve until killed or, with ``watch_stdin``, until stdin closes."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Conn(workloads), "127.0.0.1", port, backlog=4096)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"READY {bound}", flush=True)
+    if not watch_stdin:
+        await asyncio.Event().wait()
+    # The parent keeps our stdin open; EOF means it is gone, so never outlive it.
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await reader.read()
+    server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, build the workloads, pin, and serve."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (parent gone)")
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    if not args.no_pin:
+        pin_cpu("server")
+    names = [w for w in args.workloads.split(",") if w]
+    workloads = {name: build(name, args.scale) for name in names}
+    try:
+        import uvloop
+
+        uvloop.run(serve(args.port, workloads, args.watch_stdin))
+    except ImportError:
+        asyncio.run(serve(args.port, workloads, args.watch_stdin))
+
+
+if __name__ == "__main__":
+    main()
