@@ -377,7 +377,7 @@ def _one_line(text: str, limit: int = 500) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def _describe_error(exc: BaseException, method: str, url: str) -> str:
+def _describe_error(exc: BaseException, method: str, url: str, *, first_attempt: bool = False) -> str:
     """One line: method, URL, status (with its reason phrase) and what went wrong."""
     e_method = getattr(exc, "method", None) or method
     e_url = getattr(exc, "url", None) or url
@@ -385,8 +385,13 @@ def _describe_error(exc: BaseException, method: str, url: str) -> str:
     reason = getattr(exc, "reason", None)
     if not isinstance(reason, str) or not reason:
         reason = str(exc) or type(exc).__name__
+    if first_attempt:
+        # The first connection is given exactly one attempt: "gave up after 1 ..." says nothing.
+        head, sep, rest = reason.partition(": ")
+        if sep and head.startswith("gave up after"):
+            reason = rest
     parts = [f"{e_method} {e_url}"]
-    if isinstance(status, int):
+    if isinstance(status, int) and str(status) not in reason:
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
@@ -394,12 +399,20 @@ def _describe_error(exc: BaseException, method: str, url: str) -> str:
         parts.append(f"{status} {phrase}".strip())
     parts.append(reason)
     body = getattr(exc, "body", None)
-    if isinstance(body, str) and body.strip():
-        parts.append(f"body: {body.strip()[:120]!r}")
-    cause = exc.__cause__
-    if cause is not None and str(cause) and str(cause) not in reason:
-        parts.append(f"caused by {type(cause).__name__}: {cause}")
+    if isinstance(body, str) and body.strip() and body.strip() not in reason:
+        parts.append(f"server said {body.strip()[:120]!r}")
     return ": ".join(parts)
+
+
+def _human_bytes(n: float) -> str:
+    """``532 B``, ``12.3 kB``, ``4.56 MB``, ``1.23 GB``."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1000
+        if n < 1000 or unit == "GB":
+            return f"{n:,.1f} {unit}" if unit == "kB" else f"{n:,.2f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _stat(conn: Any, name: str) -> Any:
@@ -474,25 +487,14 @@ class _Printer:
 class _StatsLine:
     """The ``--stats`` line on stderr: rewritten in place on a TTY, one line per second otherwise."""
 
-    def __init__(self, err: TextIO, conn: Any, counted: Callable[[], int]) -> None:
+    def __init__(self, err: TextIO, numbers: Callable[[], tuple[int, int, int]]) -> None:
         self.err = err
-        self.conn = conn
-        self.counted = counted
+        self._numbers = numbers
         self.tty = err.isatty()
         self.start = time.perf_counter()
         self._last_time = self.start
         self._last_events = 0
         self._last_bytes = 0
-
-    def _numbers(self) -> tuple[int, int, int]:
-        events = _stat(self.conn, "events")
-        nbytes = _stat(self.conn, "bytes")
-        reconnects = _stat(self.conn, "reconnects")
-        return (
-            int(events) if isinstance(events, int) else self.counted(),
-            int(nbytes) if isinstance(nbytes, int) else 0,
-            int(reconnects) if isinstance(reconnects, int) else 0,
-        )
 
     def render(self, final: bool = False) -> str:
         """One stats line: the rates since the previous line (or, when final, over the whole run)."""
@@ -510,8 +512,8 @@ class _StatsLine:
         span = max(span, 1e-9)
         label = "total" if final else "stats"
         return (
-            f"{label}: {events:,} events  {d_events / span:,.0f} events/s  {d_bytes / span / 1e6:,.2f} MB/s  "
-            f"{nbytes / 1e6:,.2f} MB  {reconnects} reconnect{'s' if reconnects != 1 else ''}  "
+            f"{label}: {events:,} events  {d_events / span:,.0f} events/s  {_human_bytes(d_bytes / span)}/s  "
+            f"{_human_bytes(nbytes)}  {reconnects} reconnect{'s' if reconnects != 1 else ''}  "
             f"{now - self.start:,.1f} s"
         )
 
@@ -536,9 +538,42 @@ class _StatsLine:
 # sonicsse URL
 
 
+class _Totals:
+    """Counters summed over the connections one ``sonicsse URL`` run opened (usually one)."""
+
+    def __init__(self) -> None:
+        self.current: Any = None
+        self._events = 0
+        self._bytes = 0
+        self._reconnects = 0
+
+    def retire(self, conn: Any) -> None:
+        """``conn`` is done and a new connection takes over: keep its counts (+1 reconnect)."""
+        self._events += _stat(conn, "events") or 0
+        self._bytes += _stat(conn, "bytes") or 0
+        self._reconnects += (_stat(conn, "reconnects") or 0) + 1
+        self.current = None
+
+    def numbers(self) -> tuple[int, int, int]:
+        """events, bytes, reconnects so far."""
+        conn = self.current
+        return (
+            self._events + (_stat(conn, "events") or 0),
+            self._bytes + (_stat(conn, "bytes") or 0),
+            self._reconnects + (_stat(conn, "reconnects") or 0),
+        )
+
+
 async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
+    """``sonicsse URL``: print the stream's events until it ends, ``-n`` is reached or an error.
+
+    Like curl, the first connection is not retried: a server that cannot be reached or answers with
+    an error ends the run at once (exit 1). Once a stream was open, reconnection follows the
+    options (``--max-retries``, default: never give up), with ``Last-Event-ID``.
+    """
+    from . import _policy
     from . import client as _client_mod
-    from .exceptions import SSEError
+    from .exceptions import SSEConnectionError, SSEError
 
     # aiosonic's own errors, should one ever get past the client unwrapped.
     aiosonic_error: type[BaseException] = getattr(
@@ -552,26 +587,50 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
     wanted = set(args.event)
     limit: int | None = args.max_events
     printed = 0
+    totals = _Totals()
     stats_task: asyncio.Task[None] | None = None
     stats_line: _StatsLine | None = None
+    if args.stats:
+        stats_line = _StatsLine(sys.stderr, totals.numbers)
+        stats_task = asyncio.ensure_future(stats_line.run())
+    fail_fast = request["reconnect"] and request.get("max_retries") is None
     try:
-        async with _client_mod.SSEClient() as client, client.connect(**request) as conn:
-            if args.stats:
-                stats_line = _StatsLine(sys.stderr, conn, lambda: printed)
-                stats_task = asyncio.ensure_future(stats_line.run())
-            if limit == 0:
-                return EXIT_OK
-            async for batch in conn.iter_batches():
-                if wanted:
-                    batch = [e for e in batch if (e["event"] or "message") in wanted]
-                if limit is not None and printed + len(batch) >= limit:
-                    batch = batch[: limit - printed]
-                    printer.write(batch)
-                    printed += len(batch)
-                    break
-                printer.write(batch)
-                printed += len(batch)
-        return EXIT_OK
+        if limit == 0:
+            return EXIT_OK
+        async with _client_mod.SSEClient() as client:
+            while True:
+                kwargs = dict(request)
+                if fail_fast:
+                    kwargs["max_retries"] = 0
+                conn: Any = None
+                try:
+                    async with client.connect(**kwargs) as conn:
+                        totals.current = conn
+                        async for batch in conn.iter_batches():
+                            if wanted:
+                                batch = [e for e in batch if (e["event"] or "message") in wanted]
+                            if limit is not None and printed + len(batch) >= limit:
+                                batch = batch[: limit - printed]
+                                printer.write(batch)
+                                printed += len(batch)
+                                return EXIT_OK
+                            printer.write(batch)
+                            printed += len(batch)
+                    return EXIT_OK
+                except SSEConnectionError:
+                    # A failed reconnect of the first connection (retried at most once): that stream
+                    # worked, so from now on keep trying by the normal policy on a new connection.
+                    if not (
+                        fail_fast
+                        and conn is not None
+                        and (_stat(conn, "events") or 0) > 0
+                        and _policy.may_resume(method, conn.last_event_id, bool(request.get("resume_unsafe")))
+                    ):
+                        raise
+                    fail_fast = False
+                    if conn.last_event_id:
+                        request["last_event_id"] = conn.last_event_id
+                    totals.retire(conn)
     except BrokenPipeError:
         # The reader went away (`sonicsse URL | head`): stop quietly.
         with contextlib.suppress(OSError):
@@ -579,7 +638,8 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except (SSEError, aiosonic_error, OSError, asyncio.TimeoutError) as e:
-        return _fail(_describe_error(e, method, url))
+        first = fail_fast and totals.current is None
+        return _fail(_describe_error(e, method, url, first_attempt=first))
     finally:
         if stats_task is not None:
             stats_task.cancel()
