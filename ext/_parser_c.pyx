@@ -12,6 +12,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.string cimport memchr, memcmp, memcpy
 
+from sonicsse._parser_py import _event_type_filter
 from sonicsse.exceptions import SSEParsingError
 
 cdef extern from "Python.h":
@@ -87,6 +88,10 @@ cdef class SSEDecoder:
         max_line_size: the longest line accepted, in bytes; a longer one raises in every mode.
         max_event_size: the most data one event may carry, in bytes; more raises in every mode.
         dedup_window: how many recent event ids dedup remembers.
+        event_types: when given, only events of these types are returned (an event without an ``event:``
+            field has the type ``"message"``); the others are dropped before their data is decoded.
+            Their ``id`` and ``retry`` still take effect.
+        decode: False returns each event's ``data`` as the raw ``bytes`` (no UTF-8 decoding).
 
     After :meth:`feed` raises, call :meth:`reset` before feeding more bytes.
     """
@@ -100,6 +105,8 @@ cdef class SSEDecoder:
     cdef bint _strict
     cdef bint _dedup
     cdef bint _after_reset
+    cdef bint _decode
+    cdef frozenset _event_types
     cdef Py_ssize_t _offset
     cdef Py_ssize_t _max_line_size
     cdef Py_ssize_t _max_event_size
@@ -137,6 +144,8 @@ cdef class SSEDecoder:
         max_line_size=1 << 20,
         max_event_size=16 << 20,
         dedup_window=1024,
+        event_types=None,
+        decode=True,
     ):
         if not isinstance(last_event_id, str):
             raise TypeError("last_event_id must be a str")
@@ -148,6 +157,8 @@ cdef class SSEDecoder:
             raise ValueError("dedup_window must not be negative")
         if on_comment is not None and not callable(on_comment):
             raise TypeError("on_comment must be callable")
+        self._event_types = _event_type_filter(event_types)
+        self._decode = bool(decode)
         self._dedup = bool(dedup)
         self._strict = bool(strict)
         self._on_comment = on_comment
@@ -430,9 +441,17 @@ cdef class SSEDecoder:
         self._event_retry = None
         if not self._has_data:
             return 0
-        data = PyUnicode_DecodeUTF8(self._data.ptr, self._data.len, "replace")
-        self._data.len = 0
         self._has_data = False
+        if self._event_types is not None and (
+            (event_type if event_type is not None else "message") not in self._event_types
+        ):
+            self._data.len = 0
+            return 0
+        if self._decode:
+            data = PyUnicode_DecodeUTF8(self._data.ptr, self._data.len, "replace")
+        else:
+            data = PyBytes_FromStringAndSize(self._data.ptr, self._data.len)
+        self._data.len = 0
         if self._dedup:
             first_after_reset = self._after_reset
             self._after_reset = False

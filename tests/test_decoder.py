@@ -476,3 +476,46 @@ def test_event_dict_has_exactly_the_seed_keys(decoder_cls: Any) -> None:
     (event,) = decoder_cls().feed(b"data: a\n\n")
     assert type(event) is dict
     assert list(event) == ["data", "event", "id", "retry"]
+
+
+# --- event type filter and raw bytes ---------------------------------------------------------------------
+
+
+def test_event_types_filter(decoder_cls: Any, chunking: str) -> None:
+    decoder = decoder_cls(event_types={"keep", "message"})
+    stream = (
+        b"event: keep\ndata: 1\n\n"
+        b"event: drop\nid: 7\nretry: 99\ndata: 2\n\n"
+        b"data: 3\n\n"
+        b"data: 4\nevent: drop\n\n"  # the type may come after the data
+    )
+    assert decode(decoder, stream, chunking) == [ev("1", "keep"), ev("3")]
+    # a dropped event's id and retry still take effect, so a resume does not replay it
+    assert decoder.last_event_id == "7"
+    assert decoder.retry == 99
+
+
+def test_event_types_without_message(decoder_cls: Any) -> None:
+    decoder = decoder_cls(event_types=["delta"])
+    assert decode(decoder, b"data: plain\n\nevent: delta\ndata: d\n\n") == [ev("d", "delta")]
+
+
+def test_event_types_must_be_strings(decoder_cls: Any) -> None:
+    with pytest.raises(TypeError):
+        decoder_cls(event_types="message")
+    with pytest.raises(TypeError):
+        decoder_cls(event_types=[b"message"])
+
+
+def test_decode_false_gives_raw_bytes(decoder_cls: Any, chunking: str) -> None:
+    stream = b"event: e\nid: 1\ndata: caf\xc3\xa9\ndata: \xff\n\n"
+    events = decode(decoder_cls(decode=False), stream, chunking)
+    assert events == [{"data": b"caf\xc3\xa9\n\xff", "event": "e", "id": "1", "retry": None}]
+
+
+def test_decode_false_dedup_after_reset(decoder_cls: Any) -> None:
+    decoder = decoder_cls(decode=False, dedup=True)
+    assert decoder.feed(b"data: a\n\n") == [{"data": b"a", "event": None, "id": None, "retry": None}]
+    decoder.reset()
+    events = decoder.feed(b"data: a\n\ndata: b\n\n")
+    assert events == [{"data": b"b", "event": None, "id": None, "retry": None}]

@@ -137,12 +137,13 @@ def test_both_decoders_match_the_spec_reference(case: tuple[bytes, list[bytes]],
     st.booleans(),
     st.integers(1, 40),
     st.integers(1, 40),
+    st.sampled_from([{}, {"decode": False}, {"event_types": {"message"}}, {"event_types": {"x", "é"}}]),
 )
 def test_twins_agree_on_errors_and_limits(
-    case: tuple[bytes, list[bytes]], strict: bool, max_line_size: int, max_event_size: int
+    case: tuple[bytes, list[bytes]], strict: bool, max_line_size: int, max_event_size: int, extra: Any
 ) -> None:
     _, chunks = case
-    options = {"strict": strict, "max_line_size": max_line_size, "max_event_size": max_event_size}
+    options = {"strict": strict, "max_line_size": max_line_size, "max_event_size": max_event_size, **extra}
     assert run(IMPLEMENTATIONS[0], chunks, **options) == run(IMPLEMENTATIONS[1], chunks, **options)
 
 

@@ -12,7 +12,7 @@ an ASCII byte into an invalid sequence, so the U+FFFD replacements come out the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ._types import Event
@@ -26,6 +26,18 @@ _SHOWN_LINE_CHARS = 80
 _EVENT_TYPE_CACHE_SIZE = 64
 
 Buffer = bytes | bytearray | memoryview
+
+
+def _event_type_filter(event_types: Collection[str] | None) -> frozenset[str] | None:
+    """Validate ``event_types`` and freeze it for fast lookups."""
+    if event_types is None:
+        return None
+    if isinstance(event_types, str):
+        raise TypeError("event_types must be a collection of str, not a str")
+    types = frozenset(event_types)
+    if not all(isinstance(name, str) for name in types):
+        raise TypeError("event_types must contain only str")
+    return types
 
 
 def _shown(line: bytes) -> str:
@@ -51,6 +63,10 @@ class SSEDecoder:
         max_line_size: the longest line accepted, in bytes; a longer one raises in every mode.
         max_event_size: the most data one event may carry, in bytes; more raises in every mode.
         dedup_window: how many recent event ids dedup remembers.
+        event_types: when given, only events of these types are returned (an event without an ``event:``
+            field has the type ``"message"``); the others are dropped before their data is decoded.
+            Their ``id`` and ``retry`` still take effect.
+        decode: False returns each event's ``data`` as the raw ``bytes`` (no UTF-8 decoding).
 
     After :meth:`feed` raises, call :meth:`reset` before feeding more bytes.
     """
@@ -60,10 +76,12 @@ class SSEDecoder:
         "_bom_pending",
         "_data",
         "_data_size",
+        "_decode",
         "_dedup",
         "_event_id",
         "_event_retry",
         "_event_type",
+        "_event_types",
         "_failed",
         "_id_buffer",
         "_last_data",
@@ -92,6 +110,8 @@ class SSEDecoder:
         max_line_size: int = 1 << 20,
         max_event_size: int = 16 << 20,
         dedup_window: int = 1024,
+        event_types: Collection[str] | None = None,
+        decode: bool = True,
     ) -> None:
         if not isinstance(last_event_id, str):
             raise TypeError("last_event_id must be a str")
@@ -103,6 +123,8 @@ class SSEDecoder:
             raise ValueError("dedup_window must not be negative")
         if on_comment is not None and not callable(on_comment):
             raise TypeError("on_comment must be callable")
+        self._event_types = _event_type_filter(event_types)
+        self._decode = bool(decode)
         self._dedup = bool(dedup)
         self._strict = bool(strict)
         self._on_comment = on_comment
@@ -113,7 +135,7 @@ class SSEDecoder:
         self._ring: list[str | None] = [None] * dedup_window
         self._ring_pos = 0
         self._seen_ids: set[str] = set()
-        self._last_data: str | None = None
+        self._last_data: str | bytes | None = None
         self._type_cache: dict[bytes, str] = {}
         self._after_reset = False
         self._start_stream()
@@ -342,9 +364,14 @@ class SSEDecoder:
             return
         # "3. If the data buffer's last character is a U+000A LINE FEED (LF) character, then remove the
         # last character from the data buffer."
-        data = b"\n".join(self._data).decode("utf-8", "replace")
+        raw = b"\n".join(self._data)
         self._data = []
         self._data_size = 0
+        # "5. Initialize event's type attribute to "message" ... If the event type buffer has a value other
+        # than the empty string, change the type of the newly created event to equal the value".
+        if self._event_types is not None and (event_type or "message") not in self._event_types:
+            return
+        data: Any = raw.decode("utf-8", "replace") if self._decode else raw
         if self._dedup:
             first_after_reset = self._after_reset
             self._after_reset = False
