@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from ._parser import IMPLEMENTATION, SSEDecoder
 from ._types import Event
+from ._transport import make_http_client
 from ._version import __version__
+from .client import SSEClient, SSEConnect
+from .connection import SSEConnection, SSEStats
 from .exceptions import SSEConnectionError, SSEError, SSEParsingError, SSEServerError
 
 __all__ = [
     "IMPLEMENTATION",
     "Event",
+    "SSEClient",
+    "SSEConnect",
+    "SSEConnection",
+    "SSEStats",
     "SSEConnectionError",
     "SSEDecoder",
     "SSEError",
     "SSEParsingError",
     "SSEServerError",
     "__version__",
+    "make_http_client",
 ]

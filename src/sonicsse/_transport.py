@@ -1,0 +1,396 @@
+"""The only module that touches aiosonic: open a streamed response, read raw body bytes, close it.
+
+aiosonic sends the request (TLS, proxies, pools, cookies, auth, HTTP/2) and parses the status line
+and headers. The body is read here, straight from the connection's ``StreamReader``: one ``await``
+per socket read, whatever the framing (chunked, ``Content-Length`` or close-delimited), with
+chunked framing and gzip/deflate undone synchronously on the bytes of that read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from aiosonic import HTTPClient
+from aiosonic.connection import Connection
+from aiosonic.connectors import TCPConnector
+from aiosonic.pools import PoolConfig
+
+__all__ = [
+    "DEFAULT_POOL_SIZE",
+    "BodyReader",
+    "HoldingConnection",
+    "TransportError",
+    "make_http_client",
+    "open_response",
+]
+
+#: Connections per pool of the HTTPClient an SSEClient creates: 1,000 streams to one host never wait.
+DEFAULT_POOL_SIZE = 1024
+#: Largest read asked from the socket buffer: every byte already received is taken in one read.
+_READ_SIZE = 1 << 18
+#: Largest decompressed output handed over per read (the rest stays in zlib until the next read).
+_MAX_INFLATE = 1 << 20
+
+# Set while sonicsse sends a request: HoldingConnection then keeps the connection for the response
+# (even a close-delimited one) until the transport releases it.
+_HOLD: contextvars.ContextVar[bool] = contextvars.ContextVar("sonicsse_hold", default=False)
+
+
+class TransportError(Exception):
+    """The body could not be read: the connection dropped, or its framing or compression was broken."""
+
+
+class HoldingConnection(Connection):
+    """An aiosonic connection that stays with a sonicsse response until the body was read.
+
+    aiosonic releases (and, with ``Connection: close``, closes) a connection whose response has
+    no length and no chunked framing as soon as the headers were read, losing a close-delimited
+    body. While sonicsse sends a request, this class keeps such a connection blocked instead; the
+    transport releases it when the stream is closed.
+    """
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None and _HOLD.get() and self.h2conn is None and self.reader is not None:
+            self.blocked = True
+        await super().__aexit__(exc_type, exc, tb)
+
+
+def make_http_client(pool_size: int = DEFAULT_POOL_SIZE) -> HTTPClient:
+    """An ``aiosonic.HTTPClient`` suited to many long-lived streams.
+
+    Its pools hold ``pool_size`` connections (aiosonic's default is 30, which would make the 31st
+    concurrent stream to a host wait), and close-delimited bodies are readable.
+    """
+    connector = TCPConnector(
+        pool_configs={":default": PoolConfig(size=pool_size)},
+        connection_cls=HoldingConnection,
+    )
+    return HTTPClient(connector=connector)
+
+
+class _Inflater:
+    """Incremental gzip/deflate decoding with bounded output per call."""
+
+    __slots__ = ("_deflate", "_obj", "_started")
+
+    def __init__(self, encoding: str) -> None:
+        self._deflate = encoding == "deflate"
+        # gzip: 16 + MAX_WBITS; deflate: zlib-wrapped, or raw deflate from some servers (tried on error).
+        self._obj = zlib.decompressobj(zlib.MAX_WBITS | (16 if not self._deflate else 0))
+        self._started = False
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._obj.unconsumed_tail)
+
+    def feed(self, data: bytes) -> bytes:
+        try:
+            out = self._obj.decompress(self._obj.unconsumed_tail + data, _MAX_INFLATE)
+        except zlib.error:
+            if not (self._deflate and not self._started):
+                raise
+            self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._obj.decompress(data, _MAX_INFLATE)
+        self._started = True
+        return out
+
+    def more(self) -> bytes:
+        return self._obj.decompress(self._obj.unconsumed_tail, _MAX_INFLATE)
+
+    def flush(self) -> bytes:
+        return self._obj.flush()
+
+
+class BodyReader:
+    """One streamed HTTP response: status, headers, and the body read one socket read at a time."""
+
+    __slots__ = (
+        "_buf",
+        "_chunk_left",
+        "_closed",
+        "_conn",
+        "_h2_iter",
+        "_inflater",
+        "_interrupt_exc",
+        "_leftover",
+        "_mode",
+        "_reader",
+        "_remaining",
+        "_response",
+        "_state",
+        "completed",
+        "headers",
+        "reason",
+        "status",
+    )
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self.status: int = response.status_code
+        self.reason: str = response.reason
+        self.headers: Mapping[str, str] = response.headers
+        self.completed = False
+        self._closed = False
+        self._leftover = False
+        self._interrupt_exc: BaseException | None = None
+        self._buf = b""
+        self._chunk_left = 0
+        self._state = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
+        self._remaining: int | None = None
+        self._h2_iter: Any = None
+        self._reader: asyncio.StreamReader | None = None
+        self._conn: Connection | None = None
+        encoding = (response.headers.get("content-encoding") or "").strip().lower()
+        self._inflater = _Inflater(encoding) if encoding in ("gzip", "deflate", "x-gzip") else None
+        if response._h2_chunk_queue is not None:
+            self._mode = "h2"
+            self._h2_iter = response.read_chunks()
+            return
+        conn = response._connection
+        # The transport owns the connection from here: the response must not release it again.
+        response._connection = None
+        response._owns_connection = False
+        self._conn = conn
+        if conn is None or conn.reader is None:
+            self._mode = "none"
+            return
+        self._reader = conn.reader
+        if not conn.blocked:
+            # A shared HTTPClient without HoldingConnection already put this connection back in its
+            # pool: take the socket out of it, so no other request is sent over it.
+            conn.reader = None
+            conn.writer = None
+            conn.keep = False
+            self._conn = None
+        status = self.status
+        if status in (204, 304) or 100 <= status < 200 or response.method.upper() == "HEAD":
+            self._mode = "body"
+        elif response.chunked:
+            self._mode = "chunked"
+        elif response._remaining is not None:
+            self._mode = "length"
+            self._remaining = response._remaining
+        elif response.body or "content-length" in response.headers:
+            self._mode = "body"  # aiosonic already read a (short) body
+        else:
+            self._mode = "close"
+
+    @property
+    def unframed_lost(self) -> bool:
+        """True when the body is close-delimited but the connection was already closed by aiosonic."""
+        return self._mode == "none" and self.status == 200
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Make the pending (or next) read raise ``exc``: used by timers and by ``close()`` from another task."""
+        self._interrupt_exc = exc
+        if self._reader is not None:
+            self._reader.set_exception(exc)
+        elif self._response._h2_chunk_queue is not None:
+            self._response._h2_chunk_queue.put_nowait(exc)
+
+    async def read(self) -> bytes:
+        """The next decoded body bytes; ``b""`` at the end of the body. One socket read per call.
+
+        Raises TransportError when the connection drops before the end of a framed body, or when
+        its framing or compression is broken.
+        """
+        if self._closed:
+            raise self._interrupt_exc or TransportError("the response was closed")
+        inflater = self._inflater
+        if inflater is not None and inflater.pending:
+            out = inflater.more()
+            if out:
+                return out
+        if self.completed:
+            return inflater.flush() if inflater is not None else b""
+        while True:
+            data = await self._read_raw()
+            if inflater is not None:
+                try:
+                    data = inflater.feed(data) if data else inflater.flush()
+                except zlib.error as exc:
+                    raise TransportError(f"broken {self.headers.get('content-encoding')} body: {exc}") from exc
+                if not data and not self.completed:
+                    continue
+            if data or self.completed:
+                return data
+
+    async def _read_raw(self) -> bytes:
+        mode = self._mode
+        if mode == "chunked":
+            return await self._read_chunked()
+        if mode == "close":
+            try:
+                data = await self._reader.read(_READ_SIZE)  # type: ignore[union-attr]
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                raise TransportError(f"connection lost: {exc!r}") from exc
+            if not data:
+                self.completed = True
+            return data
+        if mode == "length":
+            remaining = self._remaining or 0
+            if remaining <= 0:
+                self.completed = True
+                return b""
+            try:
+                data = await self._reader.read(min(remaining, _READ_SIZE))  # type: ignore[union-attr]
+            except OSError as exc:
+                raise TransportError(f"connection lost: {exc!r}") from exc
+            if not data:
+                raise TransportError(f"connection closed with {remaining} bytes of the body missing")
+            remaining -= len(data)
+            self._remaining = remaining
+            if remaining == 0:
+                self.completed = True
+            return data
+        if mode == "h2":
+            try:
+                return bytes(await self._h2_iter.__anext__())
+            except StopAsyncIteration:
+                self.completed = True
+                return b""
+            except (OSError, ConnectionError) as exc:
+                raise TransportError(f"connection lost: {exc!r}") from exc
+            except Exception as exc:
+                if type(exc).__module__.startswith("aiosonic"):
+                    raise TransportError(f"connection lost: {exc!r}") from exc
+                raise
+        if mode == "body":
+            self._mode = "done"
+            body = self._response.body
+            if body:
+                return bytes(body)
+        self.completed = True
+        return b""
+
+    async def _read_chunked(self) -> bytes:
+        """De-chunk one socket read (a read may hold many chunks, or only part of one)."""
+        reader = self._reader
+        assert reader is not None
+        while True:
+            try:
+                raw = await reader.read(_READ_SIZE)
+            except OSError as exc:
+                raise TransportError(f"connection lost: {exc!r}") from exc
+            if not raw:
+                raise TransportError("connection closed before the end of the chunked body")
+            buf = self._buf + raw if self._buf else raw
+            self._buf = b""
+            out = self._dechunk(buf)
+            if out or self.completed:
+                return out
+
+    def _dechunk(self, buf: bytes) -> bytes:
+        pieces: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        state = self._state
+        left = self._chunk_left
+        while pos < end:
+            if state == 1:  # chunk data
+                take = min(left, end - pos)
+                pieces.append(buf[pos : pos + take])
+                pos += take
+                left -= take
+                if left == 0:
+                    state = 2
+            elif state == 2:  # CRLF after the data
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    self._buf = buf[pos:]
+                    break
+                if buf[pos:nl].strip():
+                    raise TransportError("broken chunked framing: no CRLF after chunk data")
+                pos = nl + 1
+                state = 0
+            else:  # 0: size line, 3: trailer lines
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    if end - pos > 4096:
+                        raise TransportError("broken chunked framing: chunk size line too long")
+                    self._buf = buf[pos:]
+                    break
+                line = buf[pos:nl]
+                pos = nl + 1
+                if state == 3:
+                    if not line.strip():
+                        self.completed = True
+                        self._leftover = pos < end
+                        break
+                    continue
+                try:
+                    left = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise TransportError(f"broken chunked framing: bad chunk size {line[:40]!r}") from None
+                state = 3 if left == 0 else 1
+        self._state = state
+        self._chunk_left = left
+        if not pieces:
+            return b""
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def close(self, keep_connection: bool = False) -> None:
+        """Close the response now: the socket is aborted unless the body was read to its end and
+        ``keep_connection`` asks to return the connection to the pool. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._mode == "h2":
+            self._h2_iter = None
+            if self._response._h2_chunk_queue is not None:
+                self._response._discard_h2_queue()  # drops what is queued and frees the stream slot
+            return
+        conn = self._conn
+        reader = self._reader
+        self._reader = None
+        self._conn = None
+        if conn is None:
+            # A stolen socket: only this object knows it.
+            if reader is not None:
+                transport = getattr(reader, "_transport", None)
+                if transport is not None:
+                    transport.abort()
+            return
+        reusable = (
+            keep_connection and self.completed and not self._leftover and conn.keep and self._mode != "close"
+        )
+        if not reusable:
+            conn.keep = False
+            conn.close()
+        if conn.blocked:
+            conn.release()
+        elif not reusable:
+            conn.close()
+
+
+async def open_response(
+    client: HTTPClient,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    params: Any,
+    data: Any,
+    json: Any,
+    request_kwargs: Mapping[str, Any],
+) -> BodyReader:
+    """Send one request (no redirects followed) and give its response with the body unread."""
+    token = _HOLD.set(True)
+    try:
+        response = await client.request(
+            url=url,
+            method=method,
+            headers=headers,
+            params=params,
+            data=data,
+            json=json,
+            follow=False,
+            stream=True,
+            **request_kwargs,
+        )
+    finally:
+        _HOLD.reset(token)
+    return BodyReader(response)

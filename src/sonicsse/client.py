@@ -1,0 +1,184 @@
+"""SSEClient: a drop-in for ``aiosonic.SSEClient`` that owns or borrows an ``aiosonic.HTTPClient``."""
+
+from __future__ import annotations
+
+import json as _json
+import weakref
+from collections.abc import Callable, Generator
+from ssl import SSLContext
+from types import TracebackType
+from typing import Any
+
+from aiosonic import HTTPClient
+from aiosonic.timeout import Timeouts
+
+from ._transport import DEFAULT_POOL_SIZE, make_http_client
+from ._types import CommentCallback
+from .connection import HeadersArg, SSEConnection, _Config
+
+__all__ = ["SSEClient", "SSEConnect"]
+
+
+class SSEConnect:
+    """What :meth:`SSEClient.connect` returns: ``await`` it, or use it as ``async with``.
+
+    ``conn = await client.connect(url)`` opens the stream (then ``await conn.close()``);
+    ``async with client.connect(url) as conn:`` also closes it when the block ends.
+    """
+
+    def __init__(self, client: SSEClient, config: _Config) -> None:
+        self._client = client
+        self._config = config
+        self._conn: SSEConnection | None = None
+
+    async def _open(self) -> SSEConnection:
+        conn = SSEConnection(self._client._http(), self._config)
+        self._client._live.add(conn)
+        await conn._start()
+        self._conn = conn
+        return conn
+
+    def __await__(self) -> Generator[Any, None, SSEConnection]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> SSEConnection:
+        return await self._open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+
+class SSEClient:
+    """Server-Sent Events client on aiosonic: ``from sonicsse import SSEClient`` replaces aiosonic's.
+
+    Args:
+        http_client: an ``aiosonic.HTTPClient`` to share; it is never closed by this client. When
+            None, the client makes its own (see ``pool_size``) and closes it in :meth:`close`.
+        pool_size: connections per pool of the client's own HTTPClient (default 1024, so that 1,000
+            concurrent streams to one host never wait for a connection; aiosonic's default is 30).
+            Ignored with ``http_client``.
+
+    Use as ``async with SSEClient() as client:`` or call ``await client.close()``.
+    """
+
+    def __init__(self, http_client: HTTPClient | None = None, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._pool_size = pool_size
+        self._live: weakref.WeakSet[SSEConnection] = weakref.WeakSet()
+
+    @property
+    def http_client(self) -> HTTPClient:
+        """The aiosonic HTTPClient used for requests (created on first use when not given)."""
+        return self._http()
+
+    def _http(self) -> HTTPClient:
+        if self._client is None:
+            self._client = make_http_client(self._pool_size)
+        return self._client
+
+    def connect(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: HeadersArg = None,
+        params: Any = None,
+        data: Any = None,
+        json: Any = None,
+        multipart: bool = False,
+        verify: bool = True,
+        ssl: SSLContext | None = None,
+        timeouts: Timeouts | None = None,
+        follow: bool = False,
+        http2: bool = False,
+        reconnect: bool = True,
+        retry_delay: int = 3000,
+        json_serializer: Callable[[Any], str] = _json.dumps,
+        keep_connection: bool = False,
+        *,
+        last_event_id: str | None = None,
+        max_retries: int | None = None,
+        max_retry_delay: int = 30000,
+        read_timeout: float | None = 300.0,
+        event_timeout: float | None = None,
+        first_event_timeout: float | None = None,
+        dedup: bool = True,
+        on_comment: CommentCallback | None = None,
+        resume_unsafe: bool = False,
+    ) -> SSEConnect:
+        """Open an event stream: ``await`` the result, or use it as ``async with``.
+
+        The positional arguments are ``aiosonic.SSEClient.connect``'s. ``headers`` may also be a
+        callable (sync or async) returning the headers, called before every attempt (e.g. to refresh
+        a token). ``reconnect``: reconnect after the stream ends, a network error, a timeout, a 5xx
+        or 429 (a non-idempotent request only when the server sent an event id, or with
+        ``resume_unsafe=True``). ``retry_delay``: the base reconnection delay in ms (the server's
+        ``retry:`` replaces it).
+
+        Keyword-only extras:
+            last_event_id: the ``Last-Event-ID`` to send on the first request.
+            max_retries: consecutive failed attempts tolerated before raising (None: no limit).
+            max_retry_delay: the cap in ms of any delay (backoff, ``retry:``, ``Retry-After``).
+            read_timeout: seconds without any byte (heartbeats count) before the stream is
+                considered dead. None disables it.
+            event_timeout: seconds without an event (heartbeats do not count), same effect.
+            first_event_timeout: seconds to wait for the first event after each (re)connect.
+            dedup: drop events whose id was seen recently, and the replay of the last event after
+                a reconnect.
+            on_comment: called with each comment line's text (e.g. heartbeats).
+            resume_unsafe: reconnect non-idempotent requests even without an event id.
+
+        Raises:
+            SSEConnectionError: the stream could not be opened (with ``reconnect=False``, or for
+                a permanent failure: 4xx, wrong content type, missing redirect target).
+        """
+        request_kwargs: dict[str, Any] = {
+            "multipart": multipart,
+            "verify": verify,
+            "ssl": ssl,
+            "timeouts": timeouts,
+            "http2": http2,
+            "json_serializer": json_serializer,
+        }
+        config = _Config(
+            method=method,
+            url=url,
+            headers=headers,
+            params=params,
+            data=data,
+            json=json,
+            request_kwargs=request_kwargs,
+            follow=follow,
+            reconnect=reconnect,
+            retry_delay=retry_delay,
+            keep_connection=keep_connection,
+            last_event_id=last_event_id,
+            max_retries=max_retries,
+            max_retry_delay=max_retry_delay,
+            read_timeout=read_timeout,
+            event_timeout=event_timeout,
+            first_event_timeout=first_event_timeout,
+            dedup=dedup,
+            on_comment=on_comment,
+            resume_unsafe=resume_unsafe,
+        )
+        return SSEConnect(self, config)
+
+    async def close(self) -> None:
+        """Close the streams this client opened, and its own HTTPClient (never a borrowed one)."""
+        for conn in list(self._live):
+            await conn.close()
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def __aenter__(self) -> SSEClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,608 @@
+"""SSEConnection: the read → feed → yield loop, with reconnection, timeouts, stats and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json as _json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+from urllib.parse import urlsplit
+
+from aiosonic import HTTPClient
+from aiosonic.exceptions import ConnectTimeout
+
+from . import _policy
+from ._parser import SSEDecoder
+from ._transport import BodyReader, TransportError, open_response
+from ._types import CommentCallback, Event
+from .exceptions import SSEConnectionError, SSEParsingError
+
+__all__ = ["HeadersArg", "SSEConnection", "SSEStats"]
+
+log = logging.getLogger("sonicsse")
+
+HeaderPairs = Union[Mapping[str, str], Iterable[tuple[str, str]]]
+#: ``headers=``: a mapping or pairs, or a callable (sync or async) giving them before every attempt.
+HeadersArg = Union[HeaderPairs, Callable[[], Union[HeaderPairs, Awaitable[HeaderPairs]]], None]
+
+_MAX_REDIRECTS = 10
+_SNIPPET_CHARS = 200
+_SNIPPET_WAIT = 1.0
+
+
+class _Interrupted(Exception):
+    """Raised into a pending body read by a timer, ``close()`` or ``restart()``."""
+
+    def __init__(self, kind: str, reason: str = "") -> None:
+        super().__init__(reason or kind)
+        self.kind = kind
+        self.reason = reason or kind
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way that a later attempt may not."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        body: str | None = None,
+        retry_after: float | None = None,
+        unprocessed: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        self.unprocessed = unprocessed  # the server surely did not act on the request (refused, 429, 503)
+
+
+@dataclass(frozen=True)
+class SSEStats:
+    """A snapshot of a connection's counters (``conn.stats``).
+
+    Attributes:
+        events: events yielded (after dedup).
+        bytes: body bytes received (after decompression).
+        reconnects: streams opened after the first one.
+        time_to_first_event: seconds from ``connect()`` to the first event, or None before it.
+        time_since_last_event: seconds since the last event (or since the connection was opened when
+            none came yet).
+    """
+
+    events: int
+    bytes: int
+    reconnects: int
+    time_to_first_event: float | None
+    time_since_last_event: float
+
+
+@dataclass
+class _Config:
+    method: str
+    url: str
+    headers: HeadersArg
+    params: Any
+    data: Any
+    json: Any
+    request_kwargs: dict[str, Any]
+    follow: bool
+    reconnect: bool
+    retry_delay: int
+    keep_connection: bool
+    last_event_id: str | None = None
+    max_retries: int | None = None
+    max_retry_delay: int = 30000
+    read_timeout: float | None = 300.0
+    event_timeout: float | None = None
+    first_event_timeout: float | None = None
+    dedup: bool = True
+    on_comment: CommentCallback | None = None
+    resume_unsafe: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_one_shot(data: Any) -> bool:
+    return isinstance(data, (AsyncIterator, Iterator))
+
+
+def _same_origin(a: str, b: str) -> bool:
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+class SSEConnection:
+    """An open event stream: iterate it for events; it reconnects by itself when configured to.
+
+    Made by :meth:`sonicsse.SSEClient.connect`. Iterate with ``async for event in conn`` (one dict per
+    event: ``data``, ``event``, ``id``, ``retry``), :meth:`iter_batches` (one list per socket read) or
+    :meth:`iter_json`. Leaving the iteration early (``break``, an exception, cancellation) closes the
+    socket at once; a later iteration reconnects with ``Last-Event-ID`` when reconnection is allowed.
+    """
+
+    def __init__(self, client: HTTPClient, config: _Config) -> None:
+        self._client = client
+        self._config = config
+        self._cfg = config
+        initial_id = config.last_event_id
+        if initial_id is None and isinstance(config.headers, Mapping):
+            initial_id = next(
+                (str(v) for k, v in config.headers.items() if k.lower() == "last-event-id"), None
+            )
+        self._decoder = SSEDecoder(
+            dedup=config.dedup,
+            last_event_id=(initial_id or "").replace("\0", ""),
+            on_comment=config.on_comment,
+        )
+        self._body: BodyReader | None = None
+        self._last_status: int | None = None
+        self._last_headers: Mapping[str, str] = {}
+        self._closed = False
+        self._restart = False
+        self._failures = 0
+        self._last_error: _Retryable | None = None
+        self._streams_opened = 0
+        self._sent_body = False
+        self._pending_error: SSEParsingError | None = None
+        self._bad_ids_logged: set[str] = set()
+        # stats and timers
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._created = 0.0
+        self._events = 0
+        self._bytes = 0
+        self._first_event_at: float | None = None
+        self._last_event_at = 0.0
+        self._opened_at = 0.0
+        self._stream_events = 0
+        self._wait_since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        timeouts = [t for t in (config.read_timeout, config.event_timeout, config.first_event_timeout) if t]
+        self._min_timeout = min(timeouts) if timeouts else None
+
+    # -- public state -------------------------------------------------------------------------
+
+    @property
+    def last_event_id(self) -> str:
+        """The last event ID: sent as ``Last-Event-ID`` when reconnecting (empty: none)."""
+        return str(self._decoder.last_event_id)
+
+    @property
+    def retry(self) -> int | None:
+        """The server's last valid ``retry:`` value in milliseconds, or None."""
+        retry: int | None = self._decoder.retry
+        return retry
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status of the current (or last) response."""
+        return self._last_status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers of the current (or last) response (case-insensitive mapping)."""
+        return self._last_headers
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def stats(self) -> SSEStats:
+        """A snapshot of the counters: events, bytes, reconnects, time to first event, time since last."""
+        now = self._loop.time() if self._loop is not None else self._created
+        first = None if self._first_event_at is None else self._first_event_at - self._created
+        last = self._last_event_at if self._first_event_at is not None else self._created
+        return SSEStats(
+            events=self._events,
+            bytes=self._bytes,
+            reconnects=max(0, self._streams_opened - 1),
+            time_to_first_event=first,
+            time_since_last_event=now - last,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Open the first stream (called by ``connect()``)."""
+        self._loop = asyncio.get_running_loop()
+        self._created = self._loop.time()
+        try:
+            await self._open(immediate=True)
+        except BaseException:
+            self._drop_body()
+            raise
+
+    async def close(self) -> None:
+        """Close the connection: the socket is closed at once and iteration ends. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        body = self._body
+        if body is not None:
+            body.interrupt(_Interrupted("closed"))
+        self._drop_body()
+
+    def restart(self) -> None:
+        """Drop the current response now and reconnect with ``Last-Event-ID``; iteration continues."""
+        if self._closed:
+            return
+        self._restart = True
+        body = self._body
+        if body is not None:
+            body.interrupt(_Interrupted("restart"))
+            self._drop_body()
+
+    async def __aenter__(self) -> SSEConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        body = self.__dict__.get("_body")
+        if body is not None:
+            body.close()
+
+    # -- iteration ----------------------------------------------------------------------------
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        """Yield events until the stream ends for good (or the connection is closed)."""
+        next_batch = self._next_batch
+        try:
+            while True:
+                events = await next_batch()
+                if events is None:
+                    return
+                for event in events:
+                    yield event
+        finally:
+            self._leave()
+
+    async def iter_batches(self) -> AsyncIterator[list[Event]]:
+        """Yield the list of events each socket read completed (never empty): the fast path for ingestion."""
+        next_batch = self._next_batch
+        try:
+            while True:
+                events = await next_batch()
+                if events is None:
+                    return
+                yield events
+        finally:
+            self._leave()
+
+    async def iter_json(self, done: str | None = "[DONE]", loads: Callable[[str], Any] = _json.loads) -> AsyncIterator[Any]:
+        """Yield each event's data decoded as JSON, stopping (and closing) at the ``done`` sentinel.
+
+        Events with empty data are skipped. ``loads`` may be e.g. ``orjson.loads``.
+        """
+        next_batch = self._next_batch
+        try:
+            while True:
+                events = await next_batch()
+                if events is None:
+                    return
+                for event in events:
+                    data = event["data"]
+                    if data == done:
+                        await self.close()
+                        return
+                    if data:
+                        yield loads(data)
+        finally:
+            self._leave()
+
+    async def _next_batch(self) -> list[Event] | None:
+        """Read until a socket read completes at least one event; None when the stream is over."""
+        if self._pending_error is not None:
+            exc, self._pending_error = self._pending_error, None
+            raise exc
+        decoder = self._decoder
+        while True:
+            body = self._body
+            if body is None:
+                if self._closed or not await self._reconnect():
+                    return None
+                body = self._body
+                assert body is not None
+            loop = self._loop
+            assert loop is not None
+            self._wait_since = loop.time()
+            try:
+                data = await body.read()
+            except _Interrupted as exc:
+                self._wait_since = 0.0
+                if exc.kind == "closed" or self._closed:
+                    self._drop_body()
+                    return None
+                if exc.kind == "restart":
+                    continue
+                self._end_stream(exc.reason, exc)
+                continue
+            except TransportError as exc:
+                self._wait_since = 0.0
+                self._end_stream(str(exc), exc)
+                continue
+            self._wait_since = 0.0
+            if not data:
+                self._end_stream(None, None)
+                continue
+            self._bytes += len(data)
+            try:
+                events = decoder.feed(data)
+            except SSEParsingError as exc:
+                self._drop_body()
+                decoder.reset()
+                if exc.events:
+                    self._count(exc.events, loop)
+                    self._pending_error = exc
+                    return exc.events
+                raise
+            if events:
+                self._count(events, loop)
+                return events
+
+    def _count(self, events: list[Event], loop: asyncio.AbstractEventLoop) -> None:
+        self._events += len(events)
+        self._stream_events += len(events)
+        now = self._last_event_at = loop.time()
+        if self._first_event_at is None:
+            self._first_event_at = now
+
+    def _end_stream(self, error: str | None, cause: BaseException | None) -> None:
+        """The current stream ended (``error`` is None for a clean end): decide whether to reconnect."""
+        delivered = self._stream_events > 0
+        self._drop_body()
+        if self._closed:
+            return
+        if self._restart:
+            return
+        if delivered:
+            self._failures = 0
+        else:
+            self._failures += 1
+        self._retry_after: float | None = None
+        cfg = self._cfg
+        if error is not None:
+            self._last_error = _Retryable(error, status=self._last_status)
+            if cause is not None:
+                self._last_error.__cause__ = cause
+        if not cfg.reconnect or not self._resumable():
+            self._finished = True
+            if error is not None:
+                raise self._error(f"stream failed: {error}", status=self._last_status) from cause
+
+    # -- opening streams ----------------------------------------------------------------------
+
+    _finished = False
+    _retry_after: float | None = None
+
+    def _resumable(self) -> bool:
+        return _policy.may_resume(self._cfg.method, self._decoder.last_event_id, self._cfg.resume_unsafe)
+
+    def _error(self, reason: str, *, status: int | None = None, body: str | None = None) -> SSEConnectionError:
+        return SSEConnectionError(reason, method=self._cfg.method.upper(), url=self._cfg.url, status=status, body=body)
+
+    async def _reconnect(self) -> bool:
+        """Open the next stream after one ended; False when iteration should end."""
+        if self._closed or self._finished:
+            return False
+        if self._restart:
+            self._restart = False
+            return await self._open(immediate=True)
+        return await self._open(immediate=False)
+
+    async def _open(self, *, immediate: bool) -> bool:
+        cfg = self._cfg
+        while True:
+            if self._closed:
+                return False
+            if not immediate:
+                if cfg.max_retries is not None and self._failures > cfg.max_retries:
+                    last = self._last_error
+                    raise self._error(
+                        f"gave up after {self._failures} failed attempts"
+                        + (f": {last.reason}" if last is not None else ""),
+                        status=last.status if last is not None else None,
+                        body=last.body if last is not None else None,
+                    ) from (last.__cause__ or last) if last is not None else None
+                base = _policy.base_delay_ms(cfg.retry_delay, self._decoder.retry, cfg.max_retry_delay)
+                delay = _policy.reconnect_delay(base, cfg.max_retry_delay, self._failures, self._retry_after)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    await asyncio.sleep(0)
+                if self._closed:
+                    return False
+            immediate = False
+            try:
+                opened = await self._attempt()
+            except _Retryable as exc:
+                self._failures += 1
+                self._last_error = exc
+                self._retry_after = exc.retry_after
+                if not cfg.reconnect or not (exc.unprocessed or self._resumable()):
+                    self._finished = True
+                    raise self._error(exc.reason, status=exc.status, body=exc.body) from exc.__cause__
+                log.debug("sonicsse: attempt failed (%s), retrying", exc.reason)
+                continue
+            if not opened:
+                self._finished = True
+            return opened
+
+    async def _request_headers(self) -> dict[str, str]:
+        source = self._cfg.headers
+        if callable(source):
+            result = source()
+            if inspect.isawaitable(result):
+                result = await result
+            source = result
+        last_id = str(self._decoder.last_event_id)
+        if last_id and not _policy.header_value_ok(last_id) and last_id not in self._bad_ids_logged:
+            self._bad_ids_logged.add(last_id)
+            log.warning("sonicsse: last event id %r cannot be sent as a header value; left out", last_id)
+        return _policy.build_headers(source, last_id)  # type: ignore[arg-type]
+
+    async def _attempt(self) -> bool:
+        """One request (following redirects): True with a stream open, False when the server said stop."""
+        cfg = self._cfg
+        if self._sent_body and (_is_one_shot(cfg.data)):
+            self._finished = True
+            raise self._error("cannot reconnect: the request body is a one-shot iterator that was already sent")
+        method, url, data, json = cfg.method, cfg.url, cfg.data, cfg.json
+        headers = await self._request_headers()
+        self._decoder.reset()
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                self._sent_body = True
+                body = await open_response(
+                    self._client, method, url, headers, cfg.params, data, json, cfg.request_kwargs
+                )
+            except (ValueError, TypeError):
+                raise
+            except Exception as exc:
+                unprocessed = isinstance(exc, (ConnectionRefusedError, ConnectTimeout))
+                err = _Retryable(f"request failed: {exc!r}", unprocessed=unprocessed)
+                raise err from exc
+            self._last_status = body.status
+            self._last_headers = body.headers
+            action, reason = _policy.classify_response(
+                body.status, body.headers.get("content-type"), follow=cfg.follow
+            )
+            if action is _policy.Action.STREAM:
+                if body.unframed_lost:
+                    body.close()
+                    self._finished = True
+                    raise SSEConnectionError(
+                        "close-delimited body lost: use an HTTPClient from sonicsse.make_http_client()",
+                        method=method.upper(), url=url, status=body.status,
+                    )
+                self._stream_opened(body)
+                return True
+            if action is _policy.Action.END:
+                body.close()
+                return False
+            if action is _policy.Action.REDIRECT:
+                body.close()
+                nxt = _policy.redirect_request(body.status, method, url, body.headers.get("location"))
+                if nxt is None:
+                    self._finished = True
+                    raise SSEConnectionError(
+                        "redirect without a Location header", method=method.upper(), url=url, status=body.status
+                    )
+                new_method, new_url, keep_body = nxt
+                if not keep_body:
+                    data = json = None
+                    headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
+                if not _same_origin(url, new_url):
+                    headers = {
+                        k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie", "proxy-authorization")
+                    }
+                method, url = new_method, new_url
+                continue
+            snippet = await self._snippet(body)
+            body.close()
+            if action is _policy.Action.RETRY:
+                retry_after = _policy.parse_retry_after(body.headers.get("retry-after"), time.time())
+                raise _Retryable(
+                    reason, status=body.status, body=snippet, retry_after=retry_after,
+                    unprocessed=body.status in _policy.RETRY_STATUSES,
+                )
+            self._finished = True
+            raise SSEConnectionError(f"{reason} ({body.status} {body.reason})".strip(), method=method.upper(), url=url,
+                                     status=body.status, body=snippet)
+        self._finished = True
+        raise SSEConnectionError(f"more than {_MAX_REDIRECTS} redirects", method=method.upper(), url=url,
+                                 status=self._last_status)
+
+    async def _snippet(self, body: BodyReader) -> str | None:
+        """The start of an error response's body, for the error message (waits at most a second)."""
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(_SNIPPET_WAIT, body.interrupt, TransportError("timeout"))
+        try:
+            data = await body.read()
+        except (TransportError, OSError):
+            return None
+        finally:
+            handle.cancel()
+        if not data:
+            return None
+        return bytes(data[: _SNIPPET_CHARS * 4]).decode("utf-8", "replace")[:_SNIPPET_CHARS]
+
+    def _stream_opened(self, body: BodyReader) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        self._body = body
+        self._streams_opened += 1
+        self._stream_events = 0
+        self._opened_at = loop.time()
+        self._retry_after = None
+        if self._min_timeout is not None:
+            self._arm(self._opened_at + self._min_timeout)
+
+    def _leave(self) -> None:
+        """The consumer left an iteration: close the socket now; a later iteration resumes at once."""
+        if self._body is not None:
+            if self._cfg.reconnect and self._resumable():
+                self._restart = True
+            else:
+                self._finished = True
+            self._drop_body()
+
+    def _drop_body(self) -> None:
+        body = self._body
+        self._body = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if body is not None:
+            body.close(keep_connection=self._cfg.keep_connection)
+
+    # -- timeouts -----------------------------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        """Check the deadlines; interrupt the pending read when one passed, else re-arm."""
+        self._timer = None
+        body = self._body
+        loop = self._loop
+        if body is None or loop is None or self._min_timeout is None:
+            return
+        cfg = self._cfg
+        now = loop.time()
+        waiting = self._wait_since
+        deadlines: list[tuple[float, str]] = []
+        if cfg.read_timeout:
+            deadlines.append(((waiting or now) + cfg.read_timeout, f"no data for {cfg.read_timeout:g} s (read_timeout)"))
+        if self._stream_events == 0 and cfg.first_event_timeout:
+            deadlines.append(
+                (self._opened_at + cfg.first_event_timeout, f"no event {cfg.first_event_timeout:g} s after connecting (first_event_timeout)")
+            )
+        if cfg.event_timeout:
+            base = self._last_event_at if self._stream_events else self._opened_at
+            deadlines.append((base + cfg.event_timeout, f"no event for {cfg.event_timeout:g} s (event_timeout)"))
+        when, reason = min(deadlines)
+        if waiting and when <= now:
+            body.interrupt(_Interrupted("timeout", reason))
+            return
+        self._arm(when if when > now else now + self._min_timeout)
+
+    # -- aiosonic compatibility ---------------------------------------------------------------
+
+    def _parse_event(self, block: str) -> Event:
+        """Parse one event block strictly (``aiosonic.SSEConnection._parse_event`` compatibility)."""
+        decoder = SSEDecoder(strict=True)
+        events: list[Event] = decoder.feed(block.encode("utf-8") + b"\n\n")
+        if events:
+            return events[0]
+        return {"data": "", "event": None, "id": None, "retry": None}

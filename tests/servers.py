@@ -1,0 +1,251 @@
+"""Loopback test servers: real sockets on 127.0.0.1, port 0.
+
+``ScriptServer`` serves scripted exact bytes with faults (write, sleep, stall, drop, close) and
+records every request (method, path, headers, body) and when each client socket went away.
+``aiohttp_server`` runs an aiohttp application for real HTTP features (redirects, gzip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+__all__ = [
+    "CLOSE",
+    "DROP",
+    "LAST_CHUNK",
+    "STALL",
+    "Request",
+    "ScriptServer",
+    "aiohttp_server",
+    "chunk",
+    "gzip_chunks",
+    "head",
+    "sse_chunked",
+    "sse_close",
+]
+
+#: Script steps besides bytes (written and drained) and numbers (seconds to sleep).
+STALL = "stall"  # send nothing more; wait until the client goes away
+CLOSE = "close"  # close the socket gracefully (FIN)
+DROP = "drop"  # abort the socket (RST)
+LAST_CHUNK = b"0\r\n\r\n"
+
+Step = Union[bytes, float, int, str]
+Script = Callable[[int, "Request"], Sequence[Step]]
+
+
+@dataclass
+class Request:
+    """One request as the server read it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    conn_id: int  # index of the TCP connection it came on
+
+
+@dataclass
+class _Conn:
+    index: int
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    gone_at: float | None = None
+
+
+def head(
+    status: int = 200,
+    content_type: str | None = "text/event-stream",
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    framing: str = "chunked",
+    length: int | None = None,
+    reason: str = "",
+) -> bytes:
+    """A response head: status line and headers. ``framing``: "chunked", "length" or "close"."""
+    lines = [f"HTTP/1.1 {status} {reason or _REASONS.get(status, 'Status')}"]
+    if content_type is not None:
+        lines.append(f"Content-Type: {content_type}")
+    if framing == "chunked":
+        lines.append("Transfer-Encoding: chunked")
+    elif framing == "length":
+        lines.append(f"Content-Length: {length or 0}")
+    elif framing == "close":
+        lines.append("Connection: close")
+    lines.extend(f"{k}: {v}" for k, v in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+_REASONS = {200: "OK", 204: "No Content", 302: "Found", 404: "Not Found", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def sse_chunked(*pieces: bytes, end: bool = True) -> list[Step]:
+    """A 200 event stream, one chunk per piece, ended with the last chunk when ``end``."""
+    steps: list[Step] = [head(), *(chunk(p) for p in pieces)]
+    if end:
+        steps.append(LAST_CHUNK)
+    return steps
+
+
+def sse_close(*pieces: bytes) -> list[Step]:
+    """A 200 close-delimited event stream: no length, no chunking, ended by closing the socket."""
+    return [head(framing="close"), *pieces, CLOSE]
+
+
+def gzip_chunks(pieces: Sequence[bytes], wbits: int = 31) -> list[bytes]:
+    """Compress pieces as one gzip (``wbits=31``) or zlib-deflate (15) stream, flushed after each piece."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    out = [comp.compress(p) + comp.flush(zlib.Z_SYNC_FLUSH) for p in pieces]
+    out[-1] += comp.flush()
+    return out
+
+
+class ScriptServer:
+    """Serves scripted bytes: ``script(n, request)`` gives the steps for the n-th request (from 0).
+
+    Use as ``async with ScriptServer(script) as srv:``; ``srv.url(path)``, ``srv.requests``.
+    A keep-alive connection can carry several requests: after a script ends without CLOSE/DROP/STALL
+    the server reads the next request from the same socket.
+    """
+
+    def __init__(self, script: Script | Sequence[Sequence[Step]]) -> None:
+        if callable(script):
+            self._script: Script = script
+        else:
+            scripts = list(script)
+            self._script = lambda n, _req: scripts[min(n, len(scripts) - 1)]
+        self.requests: list[Request] = []
+        self.conns: list[_Conn] = []
+        self.new_request = asyncio.Condition()
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    def url(self, path: str = "/sse") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def __aenter__(self) -> ScriptServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()  # ends the handlers' reads (cancelling them would log noise)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def wait_requests(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until ``count`` requests were received."""
+        async with self.new_request:
+            await asyncio.wait_for(self.new_request.wait_for(lambda: len(self.requests) >= count), timeout)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        conn = _Conn(len(self.conns))
+        self.conns.append(conn)
+        try:
+            while True:
+                req = await self._read_request(reader, conn.index)
+                if req is None:
+                    break
+                n = len(self.requests)
+                self.requests.append(req)
+                async with self.new_request:
+                    self.new_request.notify_all()
+                ended = await self._play(self._script(n, req), reader, writer)
+                if ended:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            conn.gone_at = asyncio.get_running_loop().time()
+            conn.gone.set()
+            writer.transport.abort()
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+
+    async def _play(self, steps: Sequence[Step], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        for step in steps:
+            if isinstance(step, (bytes, bytearray)):
+                writer.write(step)
+                await writer.drain()
+            elif isinstance(step, (int, float)):
+                await asyncio.sleep(step)
+            elif step == STALL:
+                while await reader.read(65536):
+                    pass
+                return True
+            elif step == CLOSE:
+                writer.close()
+                return True
+            elif step == DROP:
+                writer.transport.abort()
+                return True
+            else:
+                raise ValueError(f"unknown step {step!r}")
+        return False
+
+    @staticmethod
+    async def _read_request(reader: asyncio.StreamReader, conn_id: int) -> Request | None:
+        try:
+            raw = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        lines = raw.decode("utf-8").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if line:
+                key, _, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip()
+        body = b""
+        if "content-length" in headers:
+            body = await reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int((await reader.readline()).strip().split(b";")[0], 16)
+                if size == 0:
+                    await reader.readline()
+                    break
+                body += await reader.readexactly(size)
+                await reader.readline()
+        return Request(method, path, headers, body, conn_id)
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_server(app: Any) -> AsyncIterator[str]:
+    """Run an aiohttp ``web.Application`` on 127.0.0.1 (port 0); yields its base URL."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,410 @@
+"""SSEClient / SSEConnection against real loopback servers (asyncio and uvloop, both decoders)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+import sonicsse.connection
+from sonicsse import SSEClient, SSEConnection
+from sonicsse.exceptions import SSEConnectionError, SSEParsingError
+
+from servers import CLOSE, DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk, head, sse_chunked, sse_close
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(autouse=True)
+def _decoder(decoder_cls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every client test over both decoder implementations."""
+    monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)
+
+
+async def collect(conn: SSEConnection, limit: int | None = None) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    async for event in conn:
+        events.append(dict(event))
+        if limit is not None and len(events) >= limit:
+            break
+    return events
+
+
+def datas(events: list[dict[str, Any]]) -> list[str]:
+    return [e["data"] for e in events]
+
+
+# -- basic streaming ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
+async def test_line_endings(eol: bytes) -> None:
+    body = b"id: 1" + eol + b"event: greet" + eol + b"data: hello" + eol + eol + b"data: a" + eol + b"data: b" + eol + eol
+    async with ScriptServer([sse_chunked(body)]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        events = await collect(conn)
+        await conn.close()
+    assert events == [
+        {"data": "hello", "event": "greet", "id": "1", "retry": None},
+        {"data": "a\nb", "event": None, "id": None, "retry": None},
+    ]
+
+
+async def test_byte_by_byte() -> None:
+    body = "id: 7\ndata: héllo wörld\n\n: comment\ndata: second\n\n".encode()
+    steps: list[Any] = [head()]
+    for i in range(len(body)):
+        steps += [chunk(body[i : i + 1]), 0.001]
+    steps.append(LAST_CHUNK)
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), reconnect=False) as conn:
+            events = await collect(conn)
+    assert datas(events) == ["héllo wörld", "second"]
+    assert events[0]["id"] == "7"
+
+
+async def test_request_headers_defaults_and_user_wins() -> None:
+    async with ScriptServer([sse_chunked(b"data: x\n\n")]) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), reconnect=False, headers={"accept": "text/event-stream; q=1", "X-A": "1"}) as conn:
+            await collect(conn)
+    req = srv.requests[0]
+    assert req.headers["accept"] == "text/event-stream; q=1"
+    assert req.headers["cache-control"] == "no-cache"
+    assert req.headers["x-a"] == "1"
+    assert "last-event-id" not in req.headers
+
+
+async def test_close_delimited_body() -> None:
+    async with ScriptServer([sse_close(b"data: one\n\n", b"data: two\n\n")]) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), reconnect=False) as conn:
+            events = await collect(conn)
+    assert datas(events) == ["one", "two"]
+
+
+async def test_content_length_body() -> None:
+    body = b"data: one\n\ndata: two\n\n"
+    async with ScriptServer([[head(framing="length", length=len(body)), body]]) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), reconnect=False) as conn:
+            events = await collect(conn)
+    assert datas(events) == ["one", "two"]
+
+
+# -- reconnection -------------------------------------------------------------------------------
+
+
+async def test_reconnect_sends_last_event_id_and_resumes() -> None:
+    scripts = [
+        sse_chunked(b"id: 1\ndata: first\n\n"),
+        sse_chunked(b"id: 2\ndata: second\n\n", end=False) + [STALL],
+    ]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), retry_delay=10) as conn:
+            events = await collect(conn, 2)
+            assert conn.last_event_id == "2"
+    assert datas(events) == ["first", "second"]
+    assert "last-event-id" not in srv.requests[0].headers
+    assert srv.requests[1].headers["last-event-id"] == "1"
+
+
+async def test_explicit_initial_and_cleared_last_event_id() -> None:
+    scripts = [
+        sse_chunked(b"data: a\n\n"),
+        sse_chunked(b"id\ndata: b\n\n"),  # "id" with no value clears the last event id
+        sse_chunked(b"data: c\n\n", end=False) + [STALL],
+    ]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), retry_delay=10, last_event_id="42") as conn:
+            events = await collect(conn, 3)
+    assert datas(events) == ["a", "b", "c"]
+    assert srv.requests[0].headers["last-event-id"] == "42"
+    assert srv.requests[1].headers["last-event-id"] == "42"
+    assert "last-event-id" not in srv.requests[2].headers
+
+
+async def test_server_retry_wins_over_retry_delay() -> None:
+    scripts = [sse_chunked(b"retry: 20\ndata: a\n\n"), sse_chunked(b"data: b\n\n", end=False) + [STALL]]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), retry_delay=60_000) as conn:
+            events = await asyncio.wait_for(collect(conn, 2), 5)
+            assert conn.retry == 20
+    assert datas(events) == ["a", "b"]
+
+
+async def test_retry_capped_by_max_retry_delay() -> None:
+    scripts = [sse_chunked(b"retry: 86400000\ndata: a\n\n"), sse_chunked(b"data: b\n\n", end=False) + [STALL]]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), max_retry_delay=50) as conn:
+            events = await asyncio.wait_for(collect(conn, 2), 5)
+    assert datas(events) == ["a", "b"]
+
+
+async def test_partial_event_discarded_on_drop() -> None:
+    scripts = [
+        [head(), chunk(b"data: a\n\ndata: partial"), 0.05, DROP],
+        sse_chunked(b"data: b\n\n", end=False) + [STALL],
+    ]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), retry_delay=10) as conn:
+            events = await collect(conn, 2)
+    assert datas(events) == ["a", "b"]
+
+
+async def test_500_then_200_recovers() -> None:
+    scripts = [
+        [head(500, "text/plain", framing="length", length=4), b"oops"],
+        sse_chunked(b"data: ok\n\n", end=False) + [STALL],
+    ]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), retry_delay=10) as conn:
+            events = await collect(conn, 1)
+    assert datas(events) == ["ok"]
+    assert len(srv.requests) == 2
+
+
+async def test_404_raises_without_retry() -> None:
+    async with ScriptServer([[head(404, "text/plain", framing="length", length=9), b"not here!"]]) as srv:
+        async with SSEClient() as client:
+            with pytest.raises(SSEConnectionError) as info:
+                await client.connect(srv.url("/missing"), retry_delay=10)
+        await asyncio.sleep(0.05)
+    err = info.value
+    assert err.status == 404 and err.method == "GET" and err.url == srv.url("/missing")
+    message = str(err)
+    assert "GET" in message and "/missing" in message and "404" in message and "not here!" in message
+    assert len(srv.requests) == 1
+
+
+async def test_429_retry_after_honoured() -> None:
+    scripts = [
+        [head(429, "text/plain", [("Retry-After", "1")], framing="length", length=0)],
+        sse_chunked(b"data: ok\n\n", end=False) + [STALL],
+    ]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        async with client.connect(srv.url(), retry_delay=10) as conn:
+            events = await collect(conn, 1)
+        elapsed = loop.time() - start
+    assert datas(events) == ["ok"]
+    assert elapsed >= 0.9
+
+
+async def test_wrong_content_type_raises() -> None:
+    async with ScriptServer([[head(200, "application/json", framing="length", length=2), b"{}"]]) as srv:
+        async with SSEClient() as client:
+            with pytest.raises(SSEConnectionError, match="content type"):
+                await client.connect(srv.url())
+    assert len(srv.requests) == 1
+
+
+async def test_204_stops_without_reconnect() -> None:
+    scripts = [sse_chunked(b"data: a\n\n"), [head(204, None, framing="none")]]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), retry_delay=10) as conn:
+            events = await collect(conn)
+    assert datas(events) == ["a"]
+    assert len(srv.requests) == 2
+
+
+async def test_204_at_connect_ends_iteration() -> None:
+    async with ScriptServer([[head(204, None, framing="none")]]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url())
+        assert await collect(conn) == []
+        assert conn.status == 204
+        await conn.close()
+
+
+async def test_no_reconnect_stream_end_ends_iteration() -> None:
+    async with ScriptServer([sse_chunked(b"data: a\n\n")]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        assert datas(await collect(conn)) == ["a"]
+        await conn.close()
+    assert len(srv.requests) == 1
+
+
+async def test_first_connection_failure_without_reconnect_raises() -> None:
+    async with ScriptServer([[DROP]]) as srv, SSEClient() as client:
+        with pytest.raises(SSEConnectionError) as info:
+            await client.connect(srv.url(), reconnect=False)
+    assert info.value.url == srv.url()
+
+
+async def test_post_json_body_resent_when_resumable() -> None:
+    scripts = [
+        sse_chunked(b"id: 1\ndata: first\n\n"),
+        sse_chunked(b"id: 2\ndata: second\n\n", end=False) + [STALL],
+    ]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), method="POST", json={"q": "hi"}, retry_delay=10)
+        events = await collect(conn, 2)
+        await conn.close()
+    assert datas(events) == ["first", "second"]
+    assert [r.method for r in srv.requests] == ["POST", "POST"]
+    assert [json.loads(r.body) for r in srv.requests] == [{"q": "hi"}, {"q": "hi"}]
+    assert srv.requests[1].headers["last-event-id"] == "1"
+
+
+async def test_post_without_id_is_not_resent() -> None:
+    scripts = [sse_chunked(b"data: answer\n\ndata: [DONE]\n\n")]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), method="POST", json={"q": "hi"}, retry_delay=10)
+        events = await collect(conn)
+        await conn.close()
+    assert datas(events) == ["answer", "[DONE]"]
+    assert len(srv.requests) == 1
+
+
+async def test_post_resume_unsafe_opt_in() -> None:
+    scripts = [sse_chunked(b"data: a\n\n"), sse_chunked(b"data: b\n\n", end=False) + [STALL]]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), method="POST", data="body", retry_delay=10, resume_unsafe=True)
+        events = await collect(conn, 2)
+        await conn.close()
+    assert datas(events) == ["a", "b"]
+    assert [r.body for r in srv.requests] == [b"body", b"body"]
+
+
+async def test_post_failure_without_resume_raises() -> None:
+    scripts = [[head(), chunk(b"data: a\n\n"), DROP]]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), method="POST", json={}, retry_delay=10)
+        events: list[dict[str, Any]] = []
+        with pytest.raises(SSEConnectionError):
+            async for event in conn:
+                events.append(dict(event))
+        await conn.close()
+    assert datas(events) == ["a"]
+    assert len(srv.requests) == 1
+
+
+# -- timeouts -----------------------------------------------------------------------------------
+
+
+async def test_stalled_stream_read_timeout_reconnects() -> None:
+    scripts = [sse_chunked(b"id: 1\ndata: a\n\n", end=False) + [STALL], sse_chunked(b"data: b\n\n", end=False) + [STALL]]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), retry_delay=10, read_timeout=0.3) as conn:
+            events = await asyncio.wait_for(collect(conn, 2), 5)
+    assert datas(events) == ["a", "b"]
+    assert srv.requests[1].headers["last-event-id"] == "1"
+
+
+async def test_stalled_stream_read_timeout_raises_without_reconnect() -> None:
+    async with ScriptServer([sse_chunked(b"data: a\n\n", end=False) + [STALL]]) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), reconnect=False, read_timeout=0.2) as conn:
+            events: list[dict[str, Any]] = []
+            with pytest.raises(SSEConnectionError, match="read_timeout"):
+                async for event in conn:
+                    events.append(dict(event))
+    assert datas(events) == ["a"]
+
+
+async def test_heartbeats_keep_read_timeout_but_not_event_timeout() -> None:
+    beats: list[Any] = []
+    for _ in range(20):
+        beats += [chunk(b": ping\n\n"), 0.05]
+    scripts = [[head(), chunk(b"data: a\n\n"), *beats, STALL]]
+    comments: list[str] = []
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(
+            srv.url(), reconnect=False, read_timeout=0.3, event_timeout=0.4, on_comment=comments.append
+        ) as conn:
+            with pytest.raises(SSEConnectionError, match="event_timeout"):
+                await collect(conn)
+    assert "ping" in comments
+
+
+async def test_first_event_timeout() -> None:
+    async with ScriptServer([[head(), STALL]]) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), reconnect=False, first_event_timeout=0.2) as conn:
+            with pytest.raises(SSEConnectionError, match="first_event_timeout"):
+                await collect(conn)
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+
+async def test_cancel_closes_socket_quickly() -> None:
+    async with ScriptServer([sse_chunked(b"data: a\n\n", end=False) + [STALL]]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url())
+        got = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in conn:
+                got.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(got.wait(), 5)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(srv.conns[0].gone.wait(), 1)
+        assert (srv.conns[0].gone_at or 0) - start < 1
+        await conn.close()
+
+
+async def test_close_from_other_task_ends_iteration() -> None:
+    async with ScriptServer([sse_chunked(b"data: a\n\n", end=False) + [STALL]]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url())
+        got = asyncio.Event()
+        seen: list[str] = []
+
+        async def consume() -> None:
+            async for event in conn:
+                seen.append(event["data"])
+                got.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(got.wait(), 5)
+        await conn.close()
+        await asyncio.wait_for(task, 1)
+        await asyncio.wait_for(srv.conns[0].gone.wait(), 1)
+    assert seen == ["a"]
+    assert len(srv.requests) == 1
+
+
+async def test_break_closes_socket() -> None:
+    async with ScriptServer([sse_chunked(b"data: a\n\n", end=False) + [STALL]]) as srv, SSEClient() as client:
+        async with client.connect(srv.url()) as conn:
+            async for _ in conn:
+                break
+            await asyncio.wait_for(srv.conns[0].gone.wait(), 1)
+
+
+async def test_cancel_during_backoff_propagates() -> None:
+    async with ScriptServer([[DROP]]) as srv, SSEClient() as client:
+        task = asyncio.create_task(client.connect(srv.url(), retry_delay=10_000).__aenter__())
+        await srv.wait_requests(1)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+# -- aiosonic compatibility -----------------------------------------------------------------------
+
+
+def test_parse_event_compat() -> None:
+    from aiosonic.sse_config import RequestConfig
+
+    conn = SSEConnection.__new__(SSEConnection)
+    conn._config = RequestConfig(method="GET", url="http://example.com")  # type: ignore[assignment]
+    with pytest.raises(SSEParsingError, match="retry"):
+        conn._parse_event("retry: abc\n\n")
+    assert conn._parse_event("event: x\ndata: y")["data"] == "y"
+
+
+async def test_non_sse_endpoint_raises() -> None:
+    async with ScriptServer([[head(200, "text/html", framing="length", length=5), b"hello"]]) as srv:
+        client = SSEClient()
+        with pytest.raises(SSEConnectionError):
+            await client.connect(srv.url())
+        await client.close()
+
+
+def _unused(req: Request) -> None:  # pragma: no cover - keeps the import used for typing helpers
+    del req, CLOSE
