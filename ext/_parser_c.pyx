@@ -1,4 +1,7 @@
 # cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False, cdivision=True
+# cython: freethreading_compatible=True
+# Free-threading: the module keeps no mutable global state (only constants), and every decoder's state
+# lives in its own instance, which, like a file object, belongs to one stream and one task at a time.
 """The compiled event-stream decoder: ``sonicsse._parser_py.SSEDecoder`` at C speed.
 
 It must behave exactly like the pure twin (which quotes the WHATWG steps) for every input and chunking.
