@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 from typing import Any
 
 import pytest
@@ -20,56 +19,13 @@ from sonicsse import _parser_py
 from sonicsse.exceptions import SSEParsingError
 
 from conftest import NO_EXTENSIONS
+from spec_reference import BOM, reference
 
 IMPLEMENTATIONS: list[Any] = [_parser_py.SSEDecoder]
 if not NO_EXTENSIONS:
     from sonicsse import _parser_c
 
     IMPLEMENTATIONS.insert(0, _parser_c.SSEDecoder)
-
-BOM = b"\xef\xbb\xbf"
-
-
-def reference(stream: bytes, last_event_id: str = "") -> tuple[list[dict[str, Any]], str, int | None]:
-    """The WHATWG "event stream interpretation", step by step, on the whole stream at once."""
-    # The UTF-8 decode algorithm strips one leading BOM and turns invalid bytes into U+FFFD.
-    text = stream.decode("utf-8-sig" if stream.startswith(BOM) else "utf-8", "replace")
-    events: list[dict[str, Any]] = []
-    data: list[str] = []
-    event_type = ""
-    id_buffer = last_event_id
-    own_id: str | None = None
-    own_retry: int | None = None
-    retry: int | None = None
-    position = 0
-    # Only terminated lines are processed: an unterminated last line is never seen.
-    for match in re.finditer(r"\r\n|\r|\n", text):
-        line = text[position : match.start()]
-        position = match.end()
-        if line == "":
-            last_event_id = id_buffer
-            if data:
-                events.append(
-                    {"data": "\n".join(data), "event": event_type or None, "id": own_id, "retry": own_retry}
-                )
-            data, event_type, own_id, own_retry = [], "", None, None
-            continue
-        if line.startswith(":"):
-            continue
-        field, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if field == "event":
-            event_type = value
-        elif field == "data":
-            data.append(value)
-        elif field == "id":
-            if "\0" not in value:
-                id_buffer = own_id = value
-        elif field == "retry" and value and all("0" <= c <= "9" for c in value):
-            retry = own_retry = int(value)
-    return events, last_event_id, retry
-
 
 PIECES = [
     *(b"data", b"data:", b"data: ", b"event:", b"event: ", b"id:", b"id: ", b"retry:", b"retry: "),
