@@ -12,7 +12,7 @@ import contextlib
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "CLOSE",
@@ -35,7 +35,7 @@ CLOSE = "close"  # close the socket gracefully (FIN)
 DROP = "drop"  # abort the socket (RST)
 LAST_CHUNK = b"0\r\n\r\n"
 
-Step = Union[bytes, float, int, str]
+Step = bytes | float | int | str
 Script = Callable[[int, "Request"], Sequence[Step]]
 
 
@@ -80,8 +80,15 @@ def head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-_REASONS = {200: "OK", 204: "No Content", 302: "Found", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    302: "Found",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def chunk(data: bytes) -> bytes:
@@ -185,7 +192,9 @@ class ScriptServer:
             self._writers.discard(writer)
             self._tasks.discard(task)
 
-    async def _play(self, steps: Sequence[Step], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _play(
+        self, steps: Sequence[Step], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         for step in steps:
             if isinstance(step, (bytes, bytearray)):
                 writer.write(step)

@@ -12,7 +12,7 @@ import sonicsse.connection
 from sonicsse import SSEClient, SSEConnection
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 
-from servers import CLOSE, DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk, head, sse_chunked, sse_close
+from servers import DROP, LAST_CHUNK, STALL, ScriptServer, chunk, head, sse_chunked, sse_close
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,7 +41,20 @@ def datas(events: list[dict[str, Any]]) -> list[str]:
 
 @pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
 async def test_line_endings(eol: bytes) -> None:
-    body = b"id: 1" + eol + b"event: greet" + eol + b"data: hello" + eol + eol + b"data: a" + eol + b"data: b" + eol + eol
+    body = (
+        b"id: 1"
+        + eol
+        + b"event: greet"
+        + eol
+        + b"data: hello"
+        + eol
+        + eol
+        + b"data: a"
+        + eol
+        + b"data: b"
+        + eol
+        + eol
+    )
     async with ScriptServer([sse_chunked(body)]) as srv, SSEClient() as client:
         conn = await client.connect(srv.url(), reconnect=False)
         events = await collect(conn)
@@ -58,17 +71,25 @@ async def test_byte_by_byte() -> None:
     for i in range(len(body)):
         steps += [chunk(body[i : i + 1]), 0.001]
     steps.append(LAST_CHUNK)
-    async with ScriptServer([steps]) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), reconnect=False) as conn:
-            events = await collect(conn)
+    async with (
+        ScriptServer([steps]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False) as conn,
+    ):
+        events = await collect(conn)
     assert datas(events) == ["héllo wörld", "second"]
     assert events[0]["id"] == "7"
 
 
 async def test_request_headers_defaults_and_user_wins() -> None:
-    async with ScriptServer([sse_chunked(b"data: x\n\n")]) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), reconnect=False, headers={"accept": "text/event-stream; q=1", "X-A": "1"}) as conn:
-            await collect(conn)
+    async with (
+        ScriptServer([sse_chunked(b"data: x\n\n")]) as srv,
+        SSEClient() as client,
+        client.connect(
+            srv.url(), reconnect=False, headers={"accept": "text/event-stream; q=1", "X-A": "1"}
+        ) as conn,
+    ):
+        await collect(conn)
     req = srv.requests[0]
     assert req.headers["accept"] == "text/event-stream; q=1"
     assert req.headers["cache-control"] == "no-cache"
@@ -77,17 +98,23 @@ async def test_request_headers_defaults_and_user_wins() -> None:
 
 
 async def test_close_delimited_body() -> None:
-    async with ScriptServer([sse_close(b"data: one\n\n", b"data: two\n\n")]) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), reconnect=False) as conn:
-            events = await collect(conn)
+    async with (
+        ScriptServer([sse_close(b"data: one\n\n", b"data: two\n\n")]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False) as conn,
+    ):
+        events = await collect(conn)
     assert datas(events) == ["one", "two"]
 
 
 async def test_content_length_body() -> None:
     body = b"data: one\n\ndata: two\n\n"
-    async with ScriptServer([[head(framing="length", length=len(body)), body]]) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), reconnect=False) as conn:
-            events = await collect(conn)
+    async with (
+        ScriptServer([[head(framing="length", length=len(body)), body]]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False) as conn,
+    ):
+        events = await collect(conn)
     assert datas(events) == ["one", "two"]
 
 
@@ -97,12 +124,15 @@ async def test_content_length_body() -> None:
 async def test_reconnect_sends_last_event_id_and_resumes() -> None:
     scripts = [
         sse_chunked(b"id: 1\ndata: first\n\n"),
-        sse_chunked(b"id: 2\ndata: second\n\n", end=False) + [STALL],
+        [*sse_chunked(b"id: 2\ndata: second\n\n", end=False), STALL],
     ]
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), retry_delay=10) as conn:
-            events = await collect(conn, 2)
-            assert conn.last_event_id == "2"
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), retry_delay=10) as conn,
+    ):
+        events = await collect(conn, 2)
+        assert conn.last_event_id == "2"
     assert datas(events) == ["first", "second"]
     assert "last-event-id" not in srv.requests[0].headers
     assert srv.requests[1].headers["last-event-id"] == "1"
@@ -112,11 +142,14 @@ async def test_explicit_initial_and_cleared_last_event_id() -> None:
     scripts = [
         sse_chunked(b"data: a\n\n"),
         sse_chunked(b"id\ndata: b\n\n"),  # "id" with no value clears the last event id
-        sse_chunked(b"data: c\n\n", end=False) + [STALL],
+        [*sse_chunked(b"data: c\n\n", end=False), STALL],
     ]
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), retry_delay=10, last_event_id="42") as conn:
-            events = await collect(conn, 3)
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), retry_delay=10, last_event_id="42") as conn,
+    ):
+        events = await collect(conn, 3)
     assert datas(events) == ["a", "b", "c"]
     assert srv.requests[0].headers["last-event-id"] == "42"
     assert srv.requests[1].headers["last-event-id"] == "42"
@@ -124,41 +157,53 @@ async def test_explicit_initial_and_cleared_last_event_id() -> None:
 
 
 async def test_server_retry_wins_over_retry_delay() -> None:
-    scripts = [sse_chunked(b"retry: 20\ndata: a\n\n"), sse_chunked(b"data: b\n\n", end=False) + [STALL]]
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), retry_delay=60_000) as conn:
-            events = await asyncio.wait_for(collect(conn, 2), 5)
-            assert conn.retry == 20
+    scripts = [sse_chunked(b"retry: 20\ndata: a\n\n"), [*sse_chunked(b"data: b\n\n", end=False), STALL]]
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), retry_delay=60_000) as conn,
+    ):
+        events = await asyncio.wait_for(collect(conn, 2), 5)
+        assert conn.retry == 20
     assert datas(events) == ["a", "b"]
 
 
 async def test_retry_capped_by_max_retry_delay() -> None:
-    scripts = [sse_chunked(b"retry: 86400000\ndata: a\n\n"), sse_chunked(b"data: b\n\n", end=False) + [STALL]]
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), max_retry_delay=50) as conn:
-            events = await asyncio.wait_for(collect(conn, 2), 5)
+    scripts = [sse_chunked(b"retry: 86400000\ndata: a\n\n"), [*sse_chunked(b"data: b\n\n", end=False), STALL]]
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), max_retry_delay=50) as conn,
+    ):
+        events = await asyncio.wait_for(collect(conn, 2), 5)
     assert datas(events) == ["a", "b"]
 
 
 async def test_partial_event_discarded_on_drop() -> None:
     scripts = [
         [head(), chunk(b"data: a\n\ndata: partial"), 0.05, DROP],
-        sse_chunked(b"data: b\n\n", end=False) + [STALL],
+        [*sse_chunked(b"data: b\n\n", end=False), STALL],
     ]
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), retry_delay=10) as conn:
-            events = await collect(conn, 2)
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), retry_delay=10) as conn,
+    ):
+        events = await collect(conn, 2)
     assert datas(events) == ["a", "b"]
 
 
 async def test_500_then_200_recovers() -> None:
     scripts = [
         [head(500, "text/plain", framing="length", length=4), b"oops"],
-        sse_chunked(b"data: ok\n\n", end=False) + [STALL],
+        [*sse_chunked(b"data: ok\n\n", end=False), STALL],
     ]
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), retry_delay=10) as conn:
-            events = await collect(conn, 1)
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), retry_delay=10) as conn,
+    ):
+        events = await collect(conn, 1)
     assert datas(events) == ["ok"]
     assert len(srv.requests) == 2
 
@@ -179,7 +224,7 @@ async def test_404_raises_without_retry() -> None:
 async def test_429_retry_after_honoured() -> None:
     scripts = [
         [head(429, "text/plain", [("Retry-After", "1")], framing="length", length=0)],
-        sse_chunked(b"data: ok\n\n", end=False) + [STALL],
+        [*sse_chunked(b"data: ok\n\n", end=False), STALL],
     ]
     async with ScriptServer(scripts) as srv, SSEClient() as client:
         loop = asyncio.get_running_loop()
@@ -192,18 +237,23 @@ async def test_429_retry_after_honoured() -> None:
 
 
 async def test_wrong_content_type_raises() -> None:
-    async with ScriptServer([[head(200, "application/json", framing="length", length=2), b"{}"]]) as srv:
-        async with SSEClient() as client:
-            with pytest.raises(SSEConnectionError, match="content type"):
-                await client.connect(srv.url())
+    async with (
+        ScriptServer([[head(200, "application/json", framing="length", length=2), b"{}"]]) as srv,
+        SSEClient() as client,
+    ):
+        with pytest.raises(SSEConnectionError, match="content type"):
+            await client.connect(srv.url())
     assert len(srv.requests) == 1
 
 
 async def test_204_stops_without_reconnect() -> None:
     scripts = [sse_chunked(b"data: a\n\n"), [head(204, None, framing="none")]]
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), retry_delay=10) as conn:
-            events = await collect(conn)
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), retry_delay=10) as conn,
+    ):
+        events = await collect(conn)
     assert datas(events) == ["a"]
     assert len(srv.requests) == 2
 
@@ -234,7 +284,7 @@ async def test_first_connection_failure_without_reconnect_raises() -> None:
 async def test_post_json_body_resent_when_resumable() -> None:
     scripts = [
         sse_chunked(b"id: 1\ndata: first\n\n"),
-        sse_chunked(b"id: 2\ndata: second\n\n", end=False) + [STALL],
+        [*sse_chunked(b"id: 2\ndata: second\n\n", end=False), STALL],
     ]
     async with ScriptServer(scripts) as srv, SSEClient() as client:
         conn = await client.connect(srv.url(), method="POST", json={"q": "hi"}, retry_delay=10)
@@ -257,7 +307,7 @@ async def test_post_without_id_is_not_resent() -> None:
 
 
 async def test_post_resume_unsafe_opt_in() -> None:
-    scripts = [sse_chunked(b"data: a\n\n"), sse_chunked(b"data: b\n\n", end=False) + [STALL]]
+    scripts = [sse_chunked(b"data: a\n\n"), [*sse_chunked(b"data: b\n\n", end=False), STALL]]
     async with ScriptServer(scripts) as srv, SSEClient() as client:
         conn = await client.connect(srv.url(), method="POST", data="body", retry_delay=10, resume_unsafe=True)
         events = await collect(conn, 2)
@@ -283,21 +333,30 @@ async def test_post_failure_without_resume_raises() -> None:
 
 
 async def test_stalled_stream_read_timeout_reconnects() -> None:
-    scripts = [sse_chunked(b"id: 1\ndata: a\n\n", end=False) + [STALL], sse_chunked(b"data: b\n\n", end=False) + [STALL]]
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), retry_delay=10, read_timeout=0.3) as conn:
-            events = await asyncio.wait_for(collect(conn, 2), 5)
+    scripts = [
+        [*sse_chunked(b"id: 1\ndata: a\n\n", end=False), STALL],
+        [*sse_chunked(b"data: b\n\n", end=False), STALL],
+    ]
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), retry_delay=10, read_timeout=0.3) as conn,
+    ):
+        events = await asyncio.wait_for(collect(conn, 2), 5)
     assert datas(events) == ["a", "b"]
     assert srv.requests[1].headers["last-event-id"] == "1"
 
 
 async def test_stalled_stream_read_timeout_raises_without_reconnect() -> None:
-    async with ScriptServer([sse_chunked(b"data: a\n\n", end=False) + [STALL]]) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), reconnect=False, read_timeout=0.2) as conn:
-            events: list[dict[str, Any]] = []
-            with pytest.raises(SSEConnectionError, match="read_timeout"):
-                async for event in conn:
-                    events.append(dict(event))
+    async with (
+        ScriptServer([[*sse_chunked(b"data: a\n\n", end=False), STALL]]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, read_timeout=0.2) as conn,
+    ):
+        events: list[dict[str, Any]] = []
+        with pytest.raises(SSEConnectionError, match="read_timeout"):
+            async for event in conn:
+                events.append(dict(event))
     assert datas(events) == ["a"]
 
 
@@ -307,27 +366,33 @@ async def test_heartbeats_keep_read_timeout_but_not_event_timeout() -> None:
         beats += [chunk(b": ping\n\n"), 0.05]
     scripts = [[head(), chunk(b"data: a\n\n"), *beats, STALL]]
     comments: list[str] = []
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(
             srv.url(), reconnect=False, read_timeout=0.3, event_timeout=0.4, on_comment=comments.append
-        ) as conn:
-            with pytest.raises(SSEConnectionError, match="event_timeout"):
-                await collect(conn)
+        ) as conn,
+    ):
+        with pytest.raises(SSEConnectionError, match="event_timeout"):
+            await collect(conn)
     assert "ping" in comments
 
 
 async def test_first_event_timeout() -> None:
-    async with ScriptServer([[head(), STALL]]) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), reconnect=False, first_event_timeout=0.2) as conn:
-            with pytest.raises(SSEConnectionError, match="first_event_timeout"):
-                await collect(conn)
+    async with (
+        ScriptServer([[head(), STALL]]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, first_event_timeout=0.2) as conn,
+    ):
+        with pytest.raises(SSEConnectionError, match="first_event_timeout"):
+            await collect(conn)
 
 
 # -- shutdown -----------------------------------------------------------------------------------
 
 
 async def test_cancel_closes_socket_quickly() -> None:
-    async with ScriptServer([sse_chunked(b"data: a\n\n", end=False) + [STALL]]) as srv, SSEClient() as client:
+    async with ScriptServer([[*sse_chunked(b"data: a\n\n", end=False), STALL]]) as srv, SSEClient() as client:
         conn = await client.connect(srv.url())
         got = asyncio.Event()
 
@@ -348,7 +413,7 @@ async def test_cancel_closes_socket_quickly() -> None:
 
 
 async def test_close_from_other_task_ends_iteration() -> None:
-    async with ScriptServer([sse_chunked(b"data: a\n\n", end=False) + [STALL]]) as srv, SSEClient() as client:
+    async with ScriptServer([[*sse_chunked(b"data: a\n\n", end=False), STALL]]) as srv, SSEClient() as client:
         conn = await client.connect(srv.url())
         got = asyncio.Event()
         seen: list[str] = []
@@ -368,11 +433,14 @@ async def test_close_from_other_task_ends_iteration() -> None:
 
 
 async def test_break_closes_socket() -> None:
-    async with ScriptServer([sse_chunked(b"data: a\n\n", end=False) + [STALL]]) as srv, SSEClient() as client:
-        async with client.connect(srv.url()) as conn:
-            async for _ in conn:
-                break
-            await asyncio.wait_for(srv.conns[0].gone.wait(), 1)
+    async with (
+        ScriptServer([[*sse_chunked(b"data: a\n\n", end=False), STALL]]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url()) as conn,
+    ):
+        async for _ in conn:
+            break
+        await asyncio.wait_for(srv.conns[0].gone.wait(), 1)
 
 
 async def test_cancel_during_backoff_propagates() -> None:
@@ -404,7 +472,3 @@ async def test_non_sse_endpoint_raises() -> None:
         with pytest.raises(SSEConnectionError):
             await client.connect(srv.url())
         await client.close()
-
-
-def _unused(req: Request) -> None:  # pragma: no cover - keeps the import used for typing helpers
-    del req, CLOSE

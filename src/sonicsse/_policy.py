@@ -143,7 +143,9 @@ def header_value_ok(value: str) -> bool:
     return _BAD_HEADER_VALUE.search(value) is None
 
 
-def build_headers(user: Mapping[str, str] | Iterable[tuple[str, str]] | None, last_event_id: str) -> dict[str, str]:
+def build_headers(
+    user: Mapping[str, str] | Iterable[tuple[str, str]] | None, last_event_id: str
+) -> dict[str, str]:
     """The request headers of one attempt.
 
     ``Accept: text/event-stream`` and ``Cache-Control: no-cache`` are added unless the caller gave
@@ -167,7 +169,9 @@ def build_headers(user: Mapping[str, str] | Iterable[tuple[str, str]] | None, la
     return headers
 
 
-def redirect_request(status: int, method: str, url: str, location: str | None) -> tuple[str, str, bool] | None:
+def redirect_request(
+    status: int, method: str, url: str, location: str | None
+) -> tuple[str, str, bool] | None:
     """The next request of a redirect: ``(method, url, keep_body)``, or None when ``Location`` is missing.
 
     303, and 301/302 after a POST, switch to GET without a body (as browsers and aiosonic do);

@@ -44,7 +44,7 @@ class TransportError(Exception):
     """The body could not be read: the connection dropped, or its framing or compression was broken."""
 
 
-class HoldingConnection(Connection):
+class HoldingConnection(Connection):  # type: ignore[misc]
     """An aiosonic connection that stays with a sonicsse response until the body was read.
 
     aiosonic releases (and, with ``Connection: close``, closes) a connection whose response has
@@ -136,7 +136,7 @@ class BodyReader:
         self.completed = False
         self._closed = False
         self._leftover = False
-        self._interrupt_exc: BaseException | None = None
+        self._interrupt_exc: Exception | None = None
         self._buf = b""
         self._chunk_left = 0
         self._state = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
@@ -184,8 +184,8 @@ class BodyReader:
         """True when the body is close-delimited but the connection was already closed by aiosonic."""
         return self._mode == "none" and self.status == 200
 
-    def interrupt(self, exc: BaseException) -> None:
-        """Make the pending (or next) read raise ``exc``: used by timers and by ``close()`` from another task."""
+    def interrupt(self, exc: Exception) -> None:
+        """Make the pending (or next) read raise ``exc`` (timers, and ``close()`` from another task)."""
         self._interrupt_exc = exc
         if self._reader is not None:
             self._reader.set_exception(exc)
@@ -213,7 +213,9 @@ class BodyReader:
                 try:
                     data = inflater.feed(data) if data else inflater.flush()
                 except zlib.error as exc:
-                    raise TransportError(f"broken {self.headers.get('content-encoding')} body: {exc}") from exc
+                    raise TransportError(
+                        f"broken {self.headers.get('content-encoding')} body: {exc}"
+                    ) from exc
                 if not data and not self.completed:
                     continue
             if data or self.completed:

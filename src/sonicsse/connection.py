@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiosonic import HTTPClient
@@ -25,9 +25,9 @@ __all__ = ["HeadersArg", "SSEConnection", "SSEStats"]
 
 log = logging.getLogger("sonicsse")
 
-HeaderPairs = Union[Mapping[str, str], Iterable[tuple[str, str]]]
+HeaderPairs = Mapping[str, str] | Iterable[tuple[str, str]]
 #: ``headers=``: a mapping or pairs, or a callable (sync or async) giving them before every attempt.
-HeadersArg = Union[HeaderPairs, Callable[[], Union[HeaderPairs, Awaitable[HeaderPairs]]], None]
+HeadersArg = HeaderPairs | Callable[[], HeaderPairs | Awaitable[HeaderPairs]] | None
 
 _MAX_REDIRECTS = 10
 _SNIPPET_CHARS = 200
@@ -277,7 +277,9 @@ class SSEConnection:
         finally:
             self._leave()
 
-    async def iter_json(self, done: str | None = "[DONE]", loads: Callable[[str], Any] = _json.loads) -> AsyncIterator[Any]:
+    async def iter_json(
+        self, done: str | None = "[DONE]", loads: Callable[[str], Any] = _json.loads
+    ) -> AsyncIterator[Any]:
         """Yield each event's data decoded as JSON, stopping (and closing) at the ``done`` sentinel.
 
         Events with empty data are skipped. ``loads`` may be e.g. ``orjson.loads``.
@@ -386,8 +388,12 @@ class SSEConnection:
     def _resumable(self) -> bool:
         return _policy.may_resume(self._cfg.method, self._decoder.last_event_id, self._cfg.resume_unsafe)
 
-    def _error(self, reason: str, *, status: int | None = None, body: str | None = None) -> SSEConnectionError:
-        return SSEConnectionError(reason, method=self._cfg.method.upper(), url=self._cfg.url, status=status, body=body)
+    def _error(
+        self, reason: str, *, status: int | None = None, body: str | None = None
+    ) -> SSEConnectionError:
+        return SSEConnectionError(
+            reason, method=self._cfg.method.upper(), url=self._cfg.url, status=status, body=body
+        )
 
     async def _reconnect(self) -> bool:
         """Open the next stream after one ended; False when iteration should end."""
@@ -447,14 +453,16 @@ class SSEConnection:
         if last_id and not _policy.header_value_ok(last_id) and last_id not in self._bad_ids_logged:
             self._bad_ids_logged.add(last_id)
             log.warning("sonicsse: last event id %r cannot be sent as a header value; left out", last_id)
-        return _policy.build_headers(source, last_id)  # type: ignore[arg-type]
+        return _policy.build_headers(source, last_id)
 
     async def _attempt(self) -> bool:
         """One request (following redirects): True with a stream open, False when the server said stop."""
         cfg = self._cfg
         if self._sent_body and (_is_one_shot(cfg.data)):
             self._finished = True
-            raise self._error("cannot reconnect: the request body is a one-shot iterator that was already sent")
+            raise self._error(
+                "cannot reconnect: the request body is a one-shot iterator that was already sent"
+            )
         method, url, data, json = cfg.method, cfg.url, cfg.data, cfg.json
         headers = await self._request_headers()
         self._decoder.reset()
@@ -481,7 +489,9 @@ class SSEConnection:
                     self._finished = True
                     raise SSEConnectionError(
                         "close-delimited body lost: use an HTTPClient from sonicsse.make_http_client()",
-                        method=method.upper(), url=url, status=body.status,
+                        method=method.upper(),
+                        url=url,
+                        status=body.status,
                     )
                 self._stream_opened(body)
                 return True
@@ -494,15 +504,24 @@ class SSEConnection:
                 if nxt is None:
                     self._finished = True
                     raise SSEConnectionError(
-                        "redirect without a Location header", method=method.upper(), url=url, status=body.status
+                        "redirect without a Location header",
+                        method=method.upper(),
+                        url=url,
+                        status=body.status,
                     )
                 new_method, new_url, keep_body = nxt
                 if not keep_body:
                     data = json = None
-                    headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
+                    headers = {
+                        k: v
+                        for k, v in headers.items()
+                        if k.lower() not in ("content-type", "content-length")
+                    }
                 if not _same_origin(url, new_url):
                     headers = {
-                        k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie", "proxy-authorization")
+                        k: v
+                        for k, v in headers.items()
+                        if k.lower() not in ("authorization", "cookie", "proxy-authorization")
                     }
                 method, url = new_method, new_url
                 continue
@@ -511,15 +530,24 @@ class SSEConnection:
             if action is _policy.Action.RETRY:
                 retry_after = _policy.parse_retry_after(body.headers.get("retry-after"), time.time())
                 raise _Retryable(
-                    reason, status=body.status, body=snippet, retry_after=retry_after,
+                    reason,
+                    status=body.status,
+                    body=snippet,
+                    retry_after=retry_after,
                     unprocessed=body.status in _policy.RETRY_STATUSES,
                 )
             self._finished = True
-            raise SSEConnectionError(f"{reason} ({body.status} {body.reason})".strip(), method=method.upper(), url=url,
-                                     status=body.status, body=snippet)
+            raise SSEConnectionError(
+                f"{reason} ({body.status} {body.reason})".strip(),
+                method=method.upper(),
+                url=url,
+                status=body.status,
+                body=snippet,
+            )
         self._finished = True
-        raise SSEConnectionError(f"more than {_MAX_REDIRECTS} redirects", method=method.upper(), url=url,
-                                 status=self._last_status)
+        raise SSEConnectionError(
+            f"more than {_MAX_REDIRECTS} redirects", method=method.upper(), url=url, status=self._last_status
+        )
 
     async def _snippet(self, body: BodyReader) -> str | None:
         """The start of an error response's body, for the error message (waits at most a second)."""
@@ -583,14 +611,21 @@ class SSEConnection:
         waiting = self._wait_since
         deadlines: list[tuple[float, str]] = []
         if cfg.read_timeout:
-            deadlines.append(((waiting or now) + cfg.read_timeout, f"no data for {cfg.read_timeout:g} s (read_timeout)"))
+            deadlines.append(
+                ((waiting or now) + cfg.read_timeout, f"no data for {cfg.read_timeout:g} s (read_timeout)")
+            )
         if self._stream_events == 0 and cfg.first_event_timeout:
             deadlines.append(
-                (self._opened_at + cfg.first_event_timeout, f"no event {cfg.first_event_timeout:g} s after connecting (first_event_timeout)")
+                (
+                    self._opened_at + cfg.first_event_timeout,
+                    f"no event {cfg.first_event_timeout:g} s after connecting (first_event_timeout)",
+                )
             )
         if cfg.event_timeout:
             base = self._last_event_at if self._stream_events else self._opened_at
-            deadlines.append((base + cfg.event_timeout, f"no event for {cfg.event_timeout:g} s (event_timeout)"))
+            deadlines.append(
+                (base + cfg.event_timeout, f"no event for {cfg.event_timeout:g} s (event_timeout)")
+            )
         when, reason = min(deadlines)
         if waiting and when <= now:
             body.interrupt(_Interrupted("timeout", reason))
