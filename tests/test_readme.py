@@ -122,6 +122,7 @@ def _console_sessions() -> list[tuple[int, str, list[str]]]:
     for lineno, text in code_blocks("console"):
         command: str | None = None
         output: list[str] = []
+        start = lineno
         for offset, line in enumerate(text.splitlines()):
             if line.startswith("$ "):
                 if command is not None:
@@ -155,7 +156,10 @@ def test_console_block(lineno: int, command: str, expected: list[str], demo_url:
     while expected and not expected[-1]:
         expected = expected[:-1]
     assert _matches(expected, actual), (
-        f"README line {lineno}: `{command}` printed:\n" + "\n".join(actual) + "\n\nexpected:\n" + "\n".join(expected)
+        f"README line {lineno}: `{command}` printed:\n"
+        + "\n".join(actual)
+        + "\n\nexpected:\n"
+        + "\n".join(expected)
     )
     wants_error = any(line.startswith("sonicsse: error:") for line in expected)
     assert (result.returncode != 0) == wants_error, f"exit code {result.returncode}"

@@ -6,7 +6,7 @@ tests use it as their loopback server.  It only ever listens on 127.0.0.1.
 
 Routes (every stream is ``text/event-stream``, chunked, ``Connection: close``):
 
-``GET|POST /v1/chat/completions``
+``GET|POST /v1/chat/completions`` (any method)
     An OpenAI-style token stream: ``chat.completion.chunk`` JSON events, then ``data: [DONE]``.
     Query: ``delay`` (ms between tokens; default: the server's ``token_delay``).
 ``GET /bulk``
@@ -221,7 +221,7 @@ class DemoServer:
 
     async def _respond(self, req: DemoRequest, writer: asyncio.StreamWriter) -> None:
         path = req.path.rstrip("/") or "/"
-        if path == "/v1/chat/completions" and req.method in ("GET", "POST"):
+        if path == "/v1/chat/completions":
             await self._chat(req, writer)
         elif path == "/bulk" and req.method == "GET":
             await self._bulk(req, writer)

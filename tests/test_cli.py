@@ -1,0 +1,527 @@
+"""The command line, tested as a user runs it: real subprocesses against a loopback demo server.
+
+Every run is bounded by a timeout; the server listens on 127.0.0.1 only and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sonicsse
+from sonicsse._demo import CHAT_TEXT, DemoServer, serve_in_thread
+
+RUN_TIMEOUT = 60
+
+try:
+    import uvloop  # noqa: F401
+
+    LOOPS = ["asyncio", "uvloop"]
+except ImportError:  # pragma: no cover - no uvloop on this platform
+    LOOPS = ["asyncio"]
+
+EVENTS_3 = [
+    {"data": '{"n": 1}', "event": None, "id": "1", "retry": None},
+    {"data": "update 2\nsecond line", "event": "update", "id": "2", "retry": None},
+    {"data": "ping 3", "event": "ping", "id": "3", "retry": None},
+]
+
+TEXT_3 = """\
+event: message
+id: 1
+data: {"n": 1}
+
+event: update
+id: 2
+data: update 2
+data: second line
+
+event: ping
+id: 3
+data: ping 3
+
+"""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[DemoServer]:
+    with serve_in_thread(token_delay=0) as s:
+        yield s
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("NO_COLOR", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def cli(
+    *args: str, input: str | None = None, timeout: float = RUN_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """``python -m sonicsse ARGS`` with stdout and stderr captured separately."""
+    return subprocess.run(
+        [sys.executable, "-m", "sonicsse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        env=_env(),
+    )
+
+
+def console_script() -> str:
+    """The installed ``sonicsse`` console script (next to this interpreter, or on PATH)."""
+    here = Path(sys.executable).parent / ("sonicsse.exe" if os.name == "nt" else "sonicsse")
+    found = str(here) if here.exists() else shutil.which("sonicsse")
+    if found is None:
+        pytest.skip("the sonicsse console script is not installed")
+    return found
+
+
+def requests_to(server: DemoServer, path: str) -> list[Any]:
+    return [r for r in server.requests if r.path == path]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- version, help, demo ------------------------------------------------------------------------
+
+
+def test_version_prints_version_and_implementation() -> None:
+    r = cli("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"sonicsse {sonicsse.__version__} ")
+    assert f"decoder: {sonicsse.IMPLEMENTATION}" in r.stdout
+    assert r.stderr == ""
+
+
+def test_help_exits_0() -> None:
+    r = cli("--help")
+    assert r.returncode == 0
+    for option in (
+        "--method",
+        "--header",
+        "--data",
+        "--json",
+        "--last-event-id",
+        "--no-reconnect",
+        "--stats",
+    ):
+        assert option in r.stdout
+
+
+def test_demo_via_console_script() -> None:
+    """The README's first command, as typed: `sonicsse demo`."""
+    r = subprocess.run(
+        [console_script(), "demo", "--events", "20000", "--token-delay", "0"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=_env(),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert CHAT_TEXT in r.stdout
+    assert "20,000 events" in r.stdout
+    assert f"decoder: {sonicsse.IMPLEMENTATION}" in r.stdout
+    assert "\x1b[" not in r.stdout  # not a terminal: no colors
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_demo_json_summary(loop: str) -> None:
+    r = cli("demo", "--json", "--events", "30000", "--token-delay", "0", "--loop", loop)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)  # nothing else on stdout
+    assert summary["decoder"] == sonicsse.IMPLEMENTATION
+    assert summary["loop"] == loop
+    assert summary["chat"]["text"] == CHAT_TEXT
+    assert summary["bulk"]["events"] == 30000
+    assert summary["bulk"]["bytes"] > 30000 * 40
+    assert summary["bulk"]["events_per_second"] > 0
+
+
+def test_demo_uses_uvloop_when_installed() -> None:
+    r = cli("demo", "--json", "--events", "1000", "--token-delay", "0")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["loop"] == LOOPS[-1]
+
+
+def test_demo_no_color_on_a_terminal() -> None:
+    """On a terminal the demo is colored, unless --no-color."""
+
+    def run_on_pty(*extra: str) -> str:
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sonicsse", "demo", "--events", "1000", "--token-delay", "0", *extra],
+                stdout=slave,
+                stderr=slave,
+                env=_env(),
+            )
+            os.close(slave)
+            out = _read_all(master, proc, timeout=RUN_TIMEOUT)
+            assert proc.wait(timeout=10) == 0
+            return out
+        finally:
+            os.close(master)
+
+    assert "\x1b[" in run_on_pty()
+    assert "\x1b[" not in run_on_pty("--no-color")
+
+
+def _read_all(fd: int, proc: subprocess.Popen[Any], timeout: float) -> str:
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    return b"".join(chunks).decode(errors="replace")
+
+
+# -- output modes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_text_output(server: DemoServer, loop: str) -> None:
+    r = cli(f"{server.url}/events?n=3", "--no-reconnect", "--loop", loop)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == TEXT_3
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize("where", ["--jsonl", "--json-last", "--json-first"])
+def test_json_lines_output(server: DemoServer, where: str) -> None:
+    url = f"{server.url}/events?n=3"
+    if where == "--jsonl":
+        args = [url, "--jsonl", "--no-reconnect"]
+    elif where == "--json-last":
+        args = [url, "--no-reconnect", "--json"]
+    else:  # a bare --json before the URL: the URL is not taken for a JSON body
+        args = ["--no-reconnect", "--json", url]
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line) for line in r.stdout.splitlines()] == EVENTS_3
+    assert requests_to(server, "/events")[-1].method == "GET"
+
+
+def test_data_only_output(server: DemoServer) -> None:
+    r = cli(f"{server.url}/events?n=3", "--data-only", "--no-reconnect")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == '{"n": 1}\nupdate 2\nsecond line\nping 3\n'
+
+
+def test_event_filter(server: DemoServer) -> None:
+    r = cli(f"{server.url}/events?n=9", "--jsonl", "--no-reconnect", "--event", "ping", "--event", "message")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [e["id"] for e in events] == ["1", "3", "4", "6", "7", "9"]
+    assert {e["event"] for e in events} == {None, "ping"}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_max_events_stops_an_endless_stream(server: DemoServer, loop: str) -> None:
+    started = time.monotonic()
+    r = cli(f"{server.url}/events?n=0&interval=20", "--data-only", "-n", "4", "--loop", loop)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ['{"n": 1}', "update 2", "second line", "ping 3", '{"n": 4}']
+    assert time.monotonic() - started < 20
+
+
+def test_max_events_counts_after_the_filter(server: DemoServer) -> None:
+    r = cli(f"{server.url}/events?n=0", "--jsonl", "--event", "ping", "-n", "2")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == ["3", "6"]
+
+
+def test_stats_go_to_stderr_only(server: DemoServer) -> None:
+    r = cli(f"{server.url}/bulk?n=5000", "--jsonl", "--no-reconnect", "--stats")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 5000
+    assert all(json.loads(line)["event"] == "tick" for line in lines)
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("total: 5,000 events")
+    assert "events/s" in last and "reconnects" in last and "\r" not in r.stderr
+
+
+def test_stats_update_in_place_on_a_terminal(server: DemoServer) -> None:
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sonicsse", f"{server.url}/events?n=0&interval=50", "--stats", "-n", "20"],
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+            env=_env(),
+        )
+        os.close(slave)
+        err = _read_all(master, proc, timeout=RUN_TIMEOUT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        os.close(master)
+    assert err.count("\r\x1b[K") >= 2  # rewritten in place several times
+    assert "total: 20 events" in err or "total: 2" in err
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def test_post_with_json_body_and_headers(server: DemoServer) -> None:
+    before = len(requests_to(server, "/v1/chat/completions"))
+    r = cli(
+        f"{server.url}/v1/chat/completions",
+        "-H",
+        "Authorization: Bearer sk-test",
+        "-H",
+        "X-Trace:  abc ",
+        "--json",
+        '{"model": "m1", "stream": true}',
+        "--data-only",
+    )
+    assert r.returncode == 0, r.stderr
+    req = requests_to(server, "/v1/chat/completions")[-1]
+    assert req.method == "POST"
+    assert json.loads(req.body) == {"model": "m1", "stream": True}
+    assert req.headers["authorization"] == "Bearer sk-test"
+    assert req.headers["x-trace"] == "abc"
+    assert req.headers["accept"] == "text/event-stream"
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "[DONE]"  # a POST stream without ids ends with the response: no re-send
+    chunks = [json.loads(line) for line in lines[:-1]]
+    assert all(c["model"] == "m1" for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == CHAT_TEXT
+    assert len(requests_to(server, "/v1/chat/completions")) == before + 1
+
+
+def test_data_from_file_and_method(server: DemoServer, tmp_path: Path) -> None:
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"model": "from-file"}')
+    r = cli(f"{server.url}/v1/chat/completions", "-X", "put", "-d", f"@{body}", "-n", "1", "--jsonl")
+    assert r.returncode == 0, r.stderr
+    req = requests_to(server, "/v1/chat/completions")[-1]
+    assert req.method == "PUT"
+    assert req.body == b'{"model": "from-file"}'
+
+
+def test_data_from_stdin(server: DemoServer) -> None:
+    r = cli(f"{server.url}/v1/chat/completions", "-d", "@-", "-n", "1", input='{"model": "stdin"}')
+    assert r.returncode == 0, r.stderr
+    req = requests_to(server, "/v1/chat/completions")[-1]
+    assert (req.method, req.body) == ("POST", b'{"model": "stdin"}')
+
+
+def test_last_event_id_resumes(server: DemoServer) -> None:
+    r = cli(f"{server.url}/events?n=6", "--last-event-id", "4", "--jsonl", "--no-reconnect")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == ["5", "6"]
+    assert requests_to(server, "/events")[-1].headers["last-event-id"] == "4"
+
+
+def test_reconnects_with_last_event_id_until_204(server: DemoServer) -> None:
+    """The server drops the connection every 2 events; each event is printed once; 204 ends it (exit 0)."""
+    r = cli(f"{server.url}/events?n=7&drop=2", "--jsonl", "--retry-delay", "20", "--stats")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == ["1", "2", "3", "4", "5", "6", "7"]
+    assert "3 reconnects" in r.stderr.strip().splitlines()[-1]  # 4 streams, then the 204
+
+
+def test_follow_redirects(server: DemoServer) -> None:
+    url = f"{server.url}/redirect?to=/events%3Fn%3D2"
+    r = cli(url, "-L", "--data-only", "--no-reconnect")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == '{"n": 1}\nupdate 2\nsecond line\n'
+    r = cli(url, "--no-reconnect")
+    assert r.returncode == 1
+    assert "302" in r.stderr
+
+
+# -- exit codes ---------------------------------------------------------------------------------
+
+
+def test_204_is_a_clean_end(server: DemoServer) -> None:
+    r = cli(f"{server.url}/status/204")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize("status", [404, 401])
+def test_http_error_exits_1_with_one_line(server: DemoServer, status: int) -> None:
+    started = time.monotonic()
+    r = cli(f"{server.url}/status/{status}")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"sonicsse: error: GET {server.url}/status/{status}: ")
+    assert str(status) in lines[0]
+    assert time.monotonic() - started < 15  # not retried
+
+
+def test_wrong_content_type_exits_1(server: DemoServer) -> None:
+    r = cli(f"{server.url}/text")
+    assert r.returncode == 1
+    assert len(r.stderr.splitlines()) == 1
+    assert "text/plain" in r.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-reconnect"], ["-X", "POST"]])
+def test_connection_refused_exits_1_at_once(extra: list[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}/events"
+    started = time.monotonic()
+    r = cli(url, *extra)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert url in lines[0]
+    assert "refused" in lines[0].lower()
+    assert "gave up" not in lines[0]
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["http://127.0.0.1:1/", "-H", "no colon here"],
+        ["http://127.0.0.1:1/", "--json", "{not json"],
+        ["http://127.0.0.1:1/", "-n", "-1"],
+        ["http://127.0.0.1:1/", "--bogus"],
+        ["ftp://127.0.0.1:1/"],
+        ["http://127.0.0.1:1/", "-d", "x", "--json", "{}"],
+        ["http://127.0.0.1:1/", "-d", "@/nonexistent/body"],
+        ["http://127.0.0.1:1/", "--jsonl", "--data-only"],
+        ["demo", "--events", "many"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    r = cli(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "usage:" in r.stderr
+    assert r.stdout == ""
+
+
+def test_broken_pipe_is_quiet(server: DemoServer) -> None:
+    """`sonicsse URL | head -n 1`: the reader goes away; no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sonicsse", f"{server.url}/events?n=0&interval=10", "--data-only"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b'{"n": 1}\n'
+    proc.stdout.close()
+    try:
+        code = proc.wait(timeout=RUN_TIMEOUT)
+    finally:
+        proc.kill()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sigint_exits_130_and_closes_the_socket(loop: str) -> None:
+    """Ctrl-C: exit 130 within a second or two, the server sees the connection close, nothing leaks."""
+    with serve_in_thread(token_delay=0) as server:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-X",
+                "dev",  # reports unclosed sockets/transports and never-awaited coroutines on stderr
+                "-m",
+                "sonicsse",
+                f"{server.url}/events?n=0&interval=100",
+                "--data-only",
+                "--loop",
+                loop,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            assert proc.stdout.readline() == b'{"n": 1}\n'
+            assert server.active_connections == 1
+            proc.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            code = proc.wait(timeout=10)
+            elapsed = time.monotonic() - started
+        finally:
+            proc.kill()
+            proc.wait()
+        err = proc.stderr.read().decode()
+        proc.stdout.close()
+        proc.stderr.close()
+        assert code == 130, err
+        assert elapsed < 3
+        for leak in ("Traceback", "Unclosed", "unclosed", "never awaited", "Task was destroyed"):
+            assert leak not in err, err
+        deadline = time.monotonic() + 5
+        while server.active_connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.active_connections == 0
+        assert len(server.requests) == 1  # closed, not reconnected
+
+
+def test_serve_runs_until_ctrl_c() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sonicsse", "serve", "--port", "0", "--no-color"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("sonicsse demo server on http://127.0.0.1:")
+        url = first.split()[4]
+        r = cli(f"{url}/events?n=2", "--data-only", "--no-reconnect")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == '{"n": 1}\nupdate 2\nsecond line\n'
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_serve_port_in_use_exits_1() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = cli("serve", "--port", str(port))
+    assert r.returncode == 1
+    assert f"127.0.0.1:{port}" in r.stderr
