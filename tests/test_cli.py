@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import select
 import shutil
 import signal
@@ -25,6 +24,8 @@ import sonicsse
 from sonicsse._demo import CHAT_TEXT, DemoServer, serve_in_thread
 
 RUN_TIMEOUT = 60
+POSIX = os.name == "posix"
+needs_posix = pytest.mark.skipif(not POSIX, reason="needs POSIX signals and pseudo-terminals")
 
 try:
     import uvloop  # noqa: F401
@@ -165,10 +166,13 @@ def test_demo_uses_uvloop_when_installed() -> None:
     assert json.loads(r.stdout)["loop"] == LOOPS[-1]
 
 
+@needs_posix
 def test_demo_no_color_on_a_terminal() -> None:
     """On a terminal the demo is colored, unless --no-color."""
 
     def run_on_pty(*extra: str) -> str:
+        import pty
+
         master, slave = pty.openpty()
         try:
             proc = subprocess.Popen(
@@ -272,7 +276,10 @@ def test_stats_go_to_stderr_only(server: DemoServer) -> None:
     assert "events/s" in last and "reconnects" in last and "\r" not in r.stderr
 
 
+@needs_posix
 def test_stats_update_in_place_on_a_terminal(server: DemoServer) -> None:
+    import pty
+
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(
@@ -426,6 +433,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert r.stdout == ""
 
 
+@needs_posix
 def test_broken_pipe_is_quiet(server: DemoServer) -> None:
     """`sonicsse URL | head -n 1`: the reader goes away; no traceback."""
     proc = subprocess.Popen(
@@ -447,6 +455,7 @@ def test_broken_pipe_is_quiet(server: DemoServer) -> None:
     assert "Traceback" not in err
 
 
+@needs_posix
 @pytest.mark.parametrize("loop", LOOPS)
 def test_sigint_exits_130_and_closes_the_socket(loop: str) -> None:
     """Ctrl-C: exit 130 within a second or two, the server sees the connection close, nothing leaks."""
@@ -492,6 +501,7 @@ def test_sigint_exits_130_and_closes_the_socket(loop: str) -> None:
         assert len(server.requests) == 1  # closed, not reconnected
 
 
+@needs_posix
 def test_serve_runs_until_ctrl_c() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sonicsse", "serve", "--port", "0", "--no-color"],
