@@ -75,7 +75,6 @@ class SSEDecoder:
         "_after_reset",
         "_bom_pending",
         "_data",
-        "_data_size",
         "_decode",
         "_dedup",
         "_event_id",
@@ -83,6 +82,7 @@ class SSEDecoder:
         "_event_type",
         "_event_types",
         "_failed",
+        "_has_data",
         "_id_buffer",
         "_last_data",
         "_last_event_id",
@@ -91,7 +91,6 @@ class SSEDecoder:
         "_offset",
         "_on_comment",
         "_pending",
-        "_pending_size",
         "_retry",
         "_ring",
         "_ring_pos",
@@ -142,16 +141,15 @@ class SSEDecoder:
 
     def _start_stream(self) -> None:
         """The state at the start of a stream: at construction and at every :meth:`reset`."""
-        self._pending: list[bytes] = []  # pieces of the line not terminated yet
-        self._pending_size = 0
+        self._pending = bytearray()  # the line not terminated yet
         self._skip_lf = False  # the last chunk ended in CR: an LF starting the next one ends nothing
         self._bom_pending = True  # the first bytes may still be a BOM
         self._offset = 0  # stream offset of the first byte of the pending line
         self._failed = False
         # "When a stream is parsed, a data buffer, an event type buffer, and a last event ID buffer must be
         # associated with it." The last event ID buffer restarts from the last completed block.
-        self._data: list[bytes] = []
-        self._data_size = 0
+        self._data = bytearray()  # the data lines joined with LF: memory stays within max_event_size
+        self._has_data = False
         self._event_type: str | None = None
         self._id_buffer = self._last_event_id
         self._event_id: str | None = None  # the id given in this block, reported as the event's "id"
@@ -198,10 +196,9 @@ class SSEDecoder:
 
     def _fail(self) -> None:
         self._failed = True
-        self._pending = []
-        self._pending_size = 0
-        self._data = []
-        self._data_size = 0
+        self._pending = bytearray()
+        self._data = bytearray()
+        self._has_data = False
 
     def _feed(self, chunk: bytes, events: list[Event]) -> None:
         if not chunk:
@@ -209,12 +206,10 @@ class SSEDecoder:
         if self._bom_pending:
             # "The stream must then be parsed by ... applying the UTF-8 decode algorithm", which strips
             # one leading BOM: hold the first bytes back until we know whether they are one.
-            chunk = b"".join(self._pending) + chunk
-            self._pending = []
-            self._pending_size = 0
+            chunk = bytes(self._pending) + chunk
+            self._pending.clear()
             if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
-                self._pending = [chunk]
-                self._pending_size = len(chunk)
+                self._pending += chunk
                 return
             self._bom_pending = False
             if chunk.startswith(_BOM):
@@ -234,10 +229,9 @@ class SSEDecoder:
             if b"\n" not in chunk and b"\r" not in chunk:
                 self._hold(chunk)
                 return
-            self._pending.append(chunk)
-            buf = b"".join(self._pending)
-            self._pending = []
-            self._pending_size = 0
+            self._pending += chunk
+            buf = bytes(self._pending)
+            self._pending.clear()
         else:
             buf = chunk
 
@@ -266,11 +260,10 @@ class SSEDecoder:
 
     def _hold(self, piece: bytes) -> None:
         """Keep bytes of a line whose end has not arrived yet, within ``max_line_size``."""
-        size = self._pending_size + len(piece)
-        if size > self._max_line_size:
-            self._line_too_long(b"".join(self._pending) + piece[:_SHOWN_LINE_CHARS * 4], self._offset)
-        self._pending.append(piece)
-        self._pending_size = size
+        if len(self._pending) + len(piece) > self._max_line_size:
+            shown_bytes = _SHOWN_LINE_CHARS * 4
+            self._line_too_long(bytes(self._pending[:shown_bytes]) + piece[:shown_bytes], self._offset)
+        self._pending += piece
 
     def _line_too_long(self, line: bytes, offset: int) -> None:
         raise SSEParsingError(
@@ -311,16 +304,18 @@ class SSEDecoder:
             value = value[1:]
         if name == b"data":
             # "Append the field value to the data buffer, then append a single U+000A LINE FEED (LF)
-            # character to the data buffer." (We join the lines with LF at dispatch instead.)
-            size = self._data_size + len(value) + (1 if self._data else 0)
+            # character to the data buffer." (We put the LF between lines, which spares step 3 below.)
+            size = len(self._data) + len(value) + (1 if self._has_data else 0)
             if size > self._max_event_size:
                 raise SSEParsingError(
                     f"event data larger than max_event_size ({self._max_event_size} bytes)",
                     line=_shown(line),
                     offset=self._line_offset(buf, index),
                 )
-            self._data.append(value)
-            self._data_size = size
+            if self._has_data:
+                self._data += b"\n"
+            self._data += value
+            self._has_data = True
         elif name == b"event":
             # "Set the event type buffer to field value."
             self._event_type = self._intern_type(value) if value else None
@@ -360,13 +355,13 @@ class SSEDecoder:
         self._event_type = self._event_id = self._event_retry = None
         # "2. If the data buffer is an empty string, set the data buffer and the event type buffer to the
         # empty string and return."
-        if not self._data:
+        if not self._has_data:
             return
         # "3. If the data buffer's last character is a U+000A LINE FEED (LF) character, then remove the
-        # last character from the data buffer."
-        raw = b"\n".join(self._data)
-        self._data = []
-        self._data_size = 0
+        # last character from the data buffer." (Never there: see the data field.)
+        raw = bytes(self._data)
+        self._data.clear()
+        self._has_data = False
         # "5. Initialize event's type attribute to "message" ... If the event type buffer has a value other
         # than the empty string, change the type of the newly created event to equal the value".
         if self._event_types is not None and (event_type or "message") not in self._event_types:
