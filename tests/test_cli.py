@@ -11,6 +11,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -535,3 +536,122 @@ def test_serve_port_in_use_exits_1() -> None:
         r = cli("serve", "--port", str(port))
     assert r.returncode == 1
     assert f"127.0.0.1:{port}" in r.stderr
+
+
+# -- transport and reconnection options -----------------------------------------------------------
+
+
+def test_insecure_accepts_a_self_signed_certificate() -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    with serve_in_thread(token_delay=0, ssl=ctx) as server:
+        assert server.url.startswith("https://")
+        r = cli(f"{server.url}/events?n=3", "--no-reconnect")
+        assert r.returncode == 1
+        assert "certificate" in r.stderr.lower() or "ssl" in r.stderr.lower(), r.stderr
+        r = cli(f"{server.url}/events?n=3", "--no-reconnect", "--insecure")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == TEXT_3
+
+
+def test_read_timeout_ends_a_stalled_stream(server: DemoServer) -> None:
+    started = time.monotonic()
+    r = cli(
+        f"{server.url}/events?n=0&interval=10000", "--read-timeout", "0.5", "--no-reconnect", "--data-only"
+    )
+    assert r.returncode == 1
+    assert r.stdout == '{"n": 1}\n'
+    assert "read_timeout" in r.stderr or "no data" in r.stderr, r.stderr
+    assert time.monotonic() - started < 8
+
+
+def test_json_body_from_file(server: DemoServer, tmp_path: Path) -> None:
+    body = tmp_path / "request.json"
+    body.write_text('{"model": "file-model", "stream": true}')
+    r = cli(f"{server.url}/v1/chat/completions", "--json", f"@{body}", "-n", "1", "--jsonl")
+    assert r.returncode == 0, r.stderr
+    req = requests_to(server, "/v1/chat/completions")[-1]
+    assert (req.method, json.loads(req.body)) == ("POST", {"model": "file-model", "stream": True})
+
+
+@needs_posix
+def test_survives_a_server_restart_and_resumes() -> None:
+    """Once a stream was open, a dead server is retried (forever by default) and the stream resumes."""
+    with serve_in_thread(token_delay=0) as first:
+        port = first.port
+        argv = [f"{first.url}/events?n=0&interval=30", "--jsonl", "--retry-delay", "50", "--verbose"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sonicsse", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            assert json.loads(proc.stdout.readline())["id"] == "1"
+        except BaseException:
+            proc.kill()
+            raise
+    try:
+        # The first server is gone: its connection dropped, new ones are refused for a while.
+        time.sleep(0.5)
+        assert proc.poll() is None, "gave up although a stream had been open"
+        with serve_in_thread(port, token_delay=0) as second:
+            seen: list[str] = []
+            while len(seen) < 3:
+                seen.append(json.loads(proc.stdout.readline())["id"])
+            resumed = second.requests[0].headers.get("last-event-id")
+            assert resumed is not None and int(resumed) >= 1
+            assert str(int(resumed) + 1) in seen
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+        err = proc.stderr.read().decode()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert "Traceback" not in err
+    assert "retrying" in err or "reconnecting" in err, err
+
+
+def test_max_retries_gives_up_after_the_server_is_gone() -> None:
+    with serve_in_thread(token_delay=0) as server:
+        url = f"{server.url}/events?n=0&interval=30"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sonicsse",
+                url,
+                "--data-only",
+                "--retry-delay",
+                "20",
+                "--max-retries",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            assert proc.stdout.readline() == '{"n": 1}\n'
+        except BaseException:
+            proc.kill()
+            raise
+    try:  # the server has stopped: every attempt is refused
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert code == 1, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert "gave up after 3 failed attempts" in lines[0] and url in lines[0]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl as _ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -88,12 +89,16 @@ class DemoServer:
     Args:
         port: the port to listen on; 0 (the default) picks a free one.
         token_delay: seconds between two chat tokens unless the request says otherwise.
+        ssl: serve HTTPS with this context (tests use it for ``--insecure``).
     """
 
-    def __init__(self, port: int = 0, *, token_delay: float = 0.02) -> None:
+    def __init__(
+        self, port: int = 0, *, token_delay: float = 0.02, ssl: _ssl.SSLContext | None = None
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port
         self.token_delay = token_delay
+        self.ssl = ssl
         self.requests: list[DemoRequest] = []
         """Every request received, in order."""
         self.connections_opened = 0
@@ -106,7 +111,8 @@ class DemoServer:
     @property
     def url(self) -> str:
         """The base URL, e.g. ``http://127.0.0.1:43127`` (valid once started)."""
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def active_connections(self) -> int:
@@ -115,7 +121,9 @@ class DemoServer:
 
     async def start(self) -> DemoServer:
         """Start listening; returns ``self`` with :attr:`port` set."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=_MAX_HEAD)
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self.port, limit=_MAX_HEAD, ssl=self.ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -404,14 +412,16 @@ def _ms(value: str | None, default: float) -> float:
 
 
 @contextlib.contextmanager
-def serve_in_thread(port: int = 0, *, token_delay: float = 0.02) -> Iterator[DemoServer]:
+def serve_in_thread(
+    port: int = 0, *, token_delay: float = 0.02, ssl: _ssl.SSLContext | None = None
+) -> Iterator[DemoServer]:
     """Run a :class:`DemoServer` on its own event loop in a background thread.
 
     For synchronous code and tests: ``with serve_in_thread() as server: ... server.url``.  The
     server is stopped and the thread joined when the block ends.
     """
     loop = asyncio.new_event_loop()
-    server = DemoServer(port, token_delay=token_delay)
+    server = DemoServer(port, token_delay=token_delay, ssl=ssl)
     started = threading.Event()
     failure: list[BaseException] = []
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import logging
 import os
 import platform
 import signal
@@ -210,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--stats", action="store_true", help="live rate line on stderr (events/s, MB/s, reconnects)"
+    )
+    out.add_argument(
+        "-v", "--verbose", action="store_true", help="log connection attempts and reconnections on stderr"
     )
     _add_common_output(parser)
     parser.set_defaults(output="text", url_after_json=None)
@@ -512,9 +516,9 @@ class _StatsLine:
         span = max(span, 1e-9)
         label = "total" if final else "stats"
         return (
-            f"{label}: {events:,} events  {d_events / span:,.0f} events/s  {_human_bytes(d_bytes / span)}/s  "
-            f"{_human_bytes(nbytes)}  {reconnects} reconnect{'s' if reconnects != 1 else ''}  "
-            f"{now - self.start:,.1f} s"
+            f"{label}: {events:,} event{'s' if events != 1 else ''}  {d_events / span:,.0f} events/s  "
+            f"{_human_bytes(d_bytes / span)}/s  {_human_bytes(nbytes)}  "
+            f"{reconnects} reconnect{'s' if reconnects != 1 else ''}  {now - self.start:,.1f} s"
         )
 
     def show(self, final: bool = False) -> None:
@@ -628,6 +632,11 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
                     ):
                         raise
                     fail_fast = False
+                    retries = request.get("max_retries")
+                    logging.getLogger("sonicsse").debug(
+                        "sonicsse: the stream was interrupted; reconnecting (%s)",
+                        "never giving up" if retries is None else f"at most {retries} failed attempts",
+                    )
                     if conn.last_event_id:
                         request["last_event_id"] = conn.last_event_id
                     totals.retire(conn)
@@ -720,6 +729,12 @@ def _main_stream(argv: Sequence[str]) -> int:
         _uvloop_factory(args.loop)
     except _UsageError as e:
         _usage_error(parser, str(e))
+    if args.verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger("sonicsse")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
     return _run(lambda: _stream(args, request), args.loop)
 
 
