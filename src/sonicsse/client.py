@@ -108,6 +108,8 @@ class SSEClient:
         dedup: bool = True,
         on_comment: CommentCallback | None = None,
         resume_unsafe: bool = False,
+        max_line_size: int | None = None,
+        max_event_size: int | None = None,
     ) -> SSEConnect:
         """Open an event stream: ``await`` the result, or use it as ``async with``.
 
@@ -130,6 +132,8 @@ class SSEClient:
                 a reconnect.
             on_comment: called with each comment line's text (e.g. heartbeats).
             resume_unsafe: reconnect non-idempotent requests even without an event id.
+            max_line_size, max_event_size: the decoder's limits in bytes (None: its defaults,
+                1 MiB per line and 16 MiB per event); going over raises SSEParsingError.
 
         Raises:
             SSEConnectionError: the stream could not be opened (with ``reconnect=False``, or for
@@ -164,6 +168,8 @@ class SSEClient:
             dedup=dedup,
             on_comment=on_comment,
             resume_unsafe=resume_unsafe,
+            max_line_size=max_line_size,
+            max_event_size=max_event_size,
         )
         return SSEConnect(self, config)
 

@@ -8,7 +8,7 @@ import json as _json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +30,8 @@ HeaderPairs = Mapping[str, str] | Iterable[tuple[str, str]]
 HeadersArg = HeaderPairs | Callable[[], HeaderPairs | Awaitable[HeaderPairs]] | None
 
 _MAX_REDIRECTS = 10
+_DEFAULT_MAX_LINE = 1 << 20  # the decoder's defaults
+_DEFAULT_MAX_EVENT = 16 << 20
 _SNIPPET_CHARS = 200
 _SNIPPET_WAIT = 1.0
 
@@ -105,7 +107,8 @@ class _Config:
     dedup: bool = True
     on_comment: CommentCallback | None = None
     resume_unsafe: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    max_line_size: int | None = None
+    max_event_size: int | None = None
 
 
 def _is_one_shot(data: Any) -> bool:
@@ -139,6 +142,8 @@ class SSEConnection:
             dedup=config.dedup,
             last_event_id=(initial_id or "").replace("\0", ""),
             on_comment=config.on_comment,
+            max_line_size=config.max_line_size or _DEFAULT_MAX_LINE,
+            max_event_size=config.max_event_size or _DEFAULT_MAX_EVENT,
         )
         self._body: BodyReader | None = None
         self._last_status: int | None = None
