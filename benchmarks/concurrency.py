@@ -8,7 +8,9 @@ CPU); every event's data starts with the server's ``monotonic_ns()`` at the writ
 a fresh process pinned to the first CPU and opens all streams at once: sonicsse through **one**
 ``SSEClient``, aiosonic through one ``SSEClient`` with its default pool and with a 1,000-connection
 pool, and the raw-socket floor (read, count events, discard). Reported: streams completed, events
-lost, client CPU % of one core over the run, p50/p99/max latency from server send to user code.
+lost, client CPU % of one core over the run, p50/p99/max latency from server send to user code, how
+long it took until every stream had received its first event, and the latency of the events sent
+after that (steady state, without the connect storm).
 """
 
 from __future__ import annotations
@@ -41,6 +43,20 @@ class StreamStats:
     errors: int = 0
     first_error: str | None = None
     latencies_ns: list[int] = field(default_factory=list)
+    sent_ns: list[int] = field(default_factory=list)  # the server's send time of each latency sample
+    first_sent_ns: list[int] = field(default_factory=list)  # per stream: send time of its first event
+
+    def record(self, now: int, sent: int) -> None:
+        """One latency sample."""
+        self.latencies_ns.append(now - sent)
+        self.sent_ns.append(sent)
+
+    def steady(self) -> list[int]:
+        """Latencies of events sent after every stream had started (the connect storm excluded)."""
+        if len(self.first_sent_ns) == 0:
+            return []
+        start = max(self.first_sent_ns)
+        return [lat for lat, sent in zip(self.latencies_ns, self.sent_ns, strict=True) if sent > start]
 
     def fail(self, exc: BaseException) -> None:
         """Record one failed stream."""
@@ -51,14 +67,17 @@ class StreamStats:
 
 async def _sonicsse_stream(client: Any, url: str, st: StreamStats) -> None:
     n = 0
-    lat = st.latencies_ns
+    record = st.record
     now = time.monotonic_ns
     try:
         async with client.connect(url, reconnect=False) as conn:
             async for ev in conn:
                 t = now()
+                sent = int(ev["data"][:PACED_WIDTH])
+                if n == 0:
+                    st.first_sent_ns.append(sent)
                 n += 1
-                lat.append(t - int(ev["data"][:PACED_WIDTH]))
+                record(t, sent)
     except Exception as exc:
         st.fail(exc)
     st.events += n
@@ -101,7 +120,10 @@ class _RawStream(asyncio.Protocol):
         n = data.count(b"data: ")
         if n:
             i = data.find(b"data: ")
-            self._st.latencies_ns.append(t - int(data[i + 6 : i + 6 + PACED_WIDTH]))
+            sent = int(data[i + 6 : i + 6 + PACED_WIDTH])
+            if self.events == 0:
+                self._st.first_sent_ns.append(sent)
+            self._st.record(t, sent)
             self.events += n
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -161,6 +183,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     w1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     lat = st.latencies_ns
+    steady = st.steady()
     return {
         "client": args.client, "loop": args.loop, "streams": args.streams, "completed": st.completed,
         "events": st.events, "expected_events": per_stream * args.streams,
@@ -168,6 +191,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "timed_out": timed_out, "wall_s": w1 - w0, "cpu_s": cpu, "cpu_pct": 100 * cpu / (w1 - w0),
         "lat_p50_ms": percentile(lat, 50) / 1e6, "lat_p99_ms": percentile(lat, 99) / 1e6,
         "lat_max_ms": (max(lat) / 1e6) if lat else float("nan"),
+        "all_started_s": (max(st.first_sent_ns) - min(st.first_sent_ns)) / 1e9 if st.first_sent_ns else None,
+        "steady_p50_ms": percentile(steady, 50) / 1e6, "steady_p99_ms": percentile(steady, 99) / 1e6,
     }  # fmt: skip
 
 
@@ -194,18 +219,23 @@ def _raw_of(rows: list[dict[str, Any]], loop: str) -> dict[str, Any] | None:
     return next((x for x in rows if x["loop"] == loop and x["client"] == "raw-floor" and "cpu_s" in x), None)
 
 
+def _num(v: float | None) -> str:
+    return "–" if v is None or v != v else f"{v:.2f}"
+
+
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """Markdown table of all runs, with CPU relative to the raw floor on the same loop."""
     lines = [
         f"### {args.streams} streams × {args.rate:g} events/s × {args.duration:g} s through one client",
         "",
         "| loop | client | streams completed | events lost | errors | client CPU % of one core | "
-        "CPU × raw floor | p50 ms | p99 ms | max ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU × raw floor | p50 ms | p99 ms | max ms | all streams started after s | "
+        "steady p50 ms | steady p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "completed" not in r:
-            lines.append(f"| {r['loop']} | {r['client']} | FAIL: {r['first_error']} | | | | | | | |")
+            lines.append(f"| {r['loop']} | {r['client']} | FAIL: {r['first_error']} |" + " |" * 10)
             continue
         raw = next(
             (x for x in rows if x["loop"] == r["loop"] and x["client"] == "raw-floor" and "cpu_s" in x), None
@@ -216,7 +246,8 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         lines.append(
             f"| {r['loop']} | {r['client']} | {r['completed']}/{r['streams']} | {r['lost']:,} | {err} | "
             f"{r['cpu_pct']:.1f} | {ratio} | {r['lat_p50_ms']:.2f} | {r['lat_p99_ms']:.2f} | "
-            f"{r['lat_max_ms']:.2f} |"
+            f"{r['lat_max_ms']:.2f} | {_num(r.get('all_started_s'))} | {_num(r.get('steady_p50_ms'))} | "
+            f"{_num(r.get('steady_p99_ms'))} |"
         )
     return "\n".join(lines)
 
