@@ -536,7 +536,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown client or workload: {', '.join(sorted(unknown))}")
     if args.latency_events is None:
-        args.latency_events = max(50, int(1000 * args.scale))
+        args.latency_events = max(50, min(1000, int(2000 * args.scale)))
     if args.timeout is None:
         args.timeout = 20 + 60 * args.scale
     return args

@@ -108,9 +108,12 @@ def run_aiosonic(chunks: list[bytes], _: list[str]) -> int:
 
 
 def run_floor(_: list[bytes], datas: list[str]) -> int:
-    """Floor: only build the 4-key event dicts from ready strings."""
-    events = [{"data": d, "event": None, "id": None, "retry": None} for d in datas]
-    return len(events)
+    """Floor: only build the 4-key event dicts from ready strings, in lists of 512 (like ``feed()``'s)."""
+    n = 0
+    for i in range(0, len(datas), 512):
+        events = [{"data": d, "event": None, "id": None, "retry": None} for d in datas[i : i + 512]]
+        n += len(events)
+    return n
 
 
 IMPLS: dict[str, Callable[[], Callable[[list[bytes], list[str]], int]]] = {
