@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
 from typing import Any
 
 import pytest
@@ -15,6 +17,8 @@ from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 from servers import DROP, LAST_CHUNK, STALL, ScriptServer, chunk, head, sse_chunked, sse_close
 
 pytestmark = pytest.mark.timeout(30)
+
+HAS_PROC_FD = os.path.isdir("/proc/self/fd")
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +83,28 @@ async def test_byte_by_byte() -> None:
         events = await collect(conn)
     assert datas(events) == ["héllo wörld", "second"]
     assert events[0]["id"] == "7"
+
+
+async def test_chunked_framing_split_anywhere_with_extensions_and_trailers() -> None:
+    raw = b"a;ext=1\r\ndata: abc\n\r\n" + chunk(b"\ndata: second\n\n") + b"0\r\nX-Trailer: t\r\n\r\n"
+    steps: list[Any] = [head()]
+    for i in range(len(raw)):
+        steps += [raw[i : i + 1], 0.001]
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        assert datas(await collect(conn)) == ["abc", "second"]
+        await conn.close()
+
+
+async def test_broken_chunked_framing_is_a_stream_failure() -> None:
+    async with ScriptServer([[head(), chunk(b"data: a\n\n"), b"zz\r\nxx\r\n"]]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        seen: list[str] = []
+        with pytest.raises(SSEConnectionError, match="chunk"):
+            async for event in conn:
+                seen.append(event["data"])
+        await conn.close()
+    assert seen == ["a"]
 
 
 async def test_request_headers_defaults_and_user_wins() -> None:
@@ -472,3 +498,57 @@ async def test_non_sse_endpoint_raises() -> None:
         with pytest.raises(SSEConnectionError):
             await client.connect(srv.url())
         await client.close()
+
+
+async def test_close_during_backoff_ends_iteration_at_once() -> None:
+    async with ScriptServer([sse_chunked(b"data: a\n\n")]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), retry_delay=60_000)
+        seen: list[str] = []
+
+        async def consume() -> None:
+            async for event in conn:
+                seen.append(event["data"])
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(srv.conns[0].gone.wait(), 5)  # the stream ended: the client now waits 60 s
+        await asyncio.sleep(0.05)
+        await conn.close()
+        await asyncio.wait_for(task, 1)
+    assert seen == ["a"]
+    assert len(srv.requests) == 1
+
+
+async def test_no_leaked_sockets_or_tasks() -> None:
+    if not HAS_PROC_FD:
+        pytest.skip("needs /proc/self/fd")
+    scripts = [[*sse_chunked(b"id: 1\ndata: a\n\n", end=False), STALL]]
+    async with ScriptServer(scripts) as srv:
+        async with SSEClient() as client:  # warm-up: thread pools, resolver
+            conn = await client.connect(srv.url())
+            await collect(conn, 1)
+            await conn.close()
+        gc.collect()
+        await asyncio.sleep(0.05)
+        before = len(os.listdir("/proc/self/fd"))
+        async with SSEClient() as client:
+            for _ in range(5):
+                conn = await client.connect(srv.url())  # break out
+                await collect(conn, 1)
+                await conn.close()
+                async with client.connect(srv.url()) as conn:  # leave the block mid-stream
+                    await collect(conn, 1)
+                conn = await client.connect(srv.url())  # cancelled consumer
+                task = asyncio.create_task(collect(conn))
+                await asyncio.sleep(0.02)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await conn.close()
+        await asyncio.wait_for(asyncio.gather(*(c.gone.wait() for c in srv.conns)), 2)
+        gc.collect()
+        await asyncio.sleep(0.05)
+        after = len(os.listdir("/proc/self/fd"))
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        server_tasks = [t for t in leftover if "servers.py" in repr(t.get_coro())]
+        assert after <= before, (before, after)
+        assert len(leftover) == len(server_tasks) == 0

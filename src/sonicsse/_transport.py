@@ -105,6 +105,14 @@ class _Inflater:
         return self._obj.flush()
 
 
+def _chunk_size(line: bytes) -> int:
+    """The size of a chunk size line with extensions (``1a;name=value``)."""
+    try:
+        return int(line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise TransportError(f"broken chunked framing: bad chunk size {line[:40]!r}") from None
+
+
 class BodyReader:
     """One streamed HTTP response: status, headers, and the body read one socket read at a time."""
 
@@ -114,6 +122,7 @@ class BodyReader:
         "_closed",
         "_conn",
         "_h2_iter",
+        "_failed",
         "_inflater",
         "_interrupt_exc",
         "_leftover",
@@ -137,6 +146,7 @@ class BodyReader:
         self._closed = False
         self._leftover = False
         self._interrupt_exc: Exception | None = None
+        self._failed: TransportError | None = None
         self._buf = b""
         self._chunk_left = 0
         self._state = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
@@ -273,6 +283,8 @@ class BodyReader:
         """De-chunk one socket read (a read may hold many chunks, or only part of one)."""
         reader = self._reader
         assert reader is not None
+        if self._failed is not None:
+            raise self._failed
         while True:
             try:
                 raw = await reader.read(_READ_SIZE)
@@ -288,20 +300,62 @@ class BodyReader:
 
     def _dechunk(self, buf: bytes) -> bytes:
         pieces: list[bytes] = []
+        try:
+            self._dechunk_into(buf, pieces)
+        except TransportError as exc:
+            if not pieces:
+                raise
+            self._failed = exc  # hand over the good bytes before the break first
+        if not pieces:
+            return b""
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _dechunk_into(self, buf: bytes, pieces: list[bytes]) -> None:
+        """The payload of the chunked framing in ``buf``; a partial size line or CRLF is kept for later.
+
+        The fast path takes a whole chunk (size line, data, CRLF) per iteration: SSE servers often
+        write one small chunk per event, so this loop runs once per event.
+        """
+        append = pieces.append
+        find = buf.find
         pos = 0
         end = len(buf)
         state = self._state
         left = self._chunk_left
         while pos < end:
-            if state == 1:  # chunk data
+            if state == 0:  # size line
+                nl = find(b"\n", pos)
+                if nl < 0:
+                    if end - pos > 4096:
+                        raise TransportError("broken chunked framing: chunk size line too long")
+                    self._buf = buf[pos:]
+                    break
+                try:
+                    size = int(buf[pos:nl], 16)  # int() ignores the surrounding whitespace and CR
+                except ValueError:
+                    size = _chunk_size(buf[pos:nl])
+                if size < 0:
+                    raise TransportError(f"broken chunked framing: bad chunk size {buf[pos:nl][:40]!r}")
+                pos = nl + 1
+                if size == 0:
+                    state = 3
+                    continue
+                stop = pos + size
+                if stop + 2 <= end and buf[stop : stop + 2] == b"\r\n":  # the whole chunk is here
+                    append(buf[pos:stop])
+                    pos = stop + 2
+                    continue
+                left = size
+                state = 1
+            elif state == 1:  # chunk data
                 take = min(left, end - pos)
-                pieces.append(buf[pos : pos + take])
+                append(buf[pos : pos + take])
                 pos += take
                 left -= take
                 if left == 0:
                     state = 2
             elif state == 2:  # CRLF after the data
-                nl = buf.find(b"\n", pos)
+                nl = find(b"\n", pos)
                 if nl < 0:
                     self._buf = buf[pos:]
                     break
@@ -309,31 +363,19 @@ class BodyReader:
                     raise TransportError("broken chunked framing: no CRLF after chunk data")
                 pos = nl + 1
                 state = 0
-            else:  # 0: size line, 3: trailer lines
-                nl = buf.find(b"\n", pos)
+            else:  # 3: trailer lines, up to the empty line ending the body
+                nl = find(b"\n", pos)
                 if nl < 0:
-                    if end - pos > 4096:
-                        raise TransportError("broken chunked framing: chunk size line too long")
                     self._buf = buf[pos:]
                     break
                 line = buf[pos:nl]
                 pos = nl + 1
-                if state == 3:
-                    if not line.strip():
-                        self.completed = True
-                        self._leftover = pos < end
-                        break
-                    continue
-                try:
-                    left = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise TransportError(f"broken chunked framing: bad chunk size {line[:40]!r}") from None
-                state = 3 if left == 0 else 1
+                if not line.strip():
+                    self.completed = True
+                    self._leftover = pos < end
+                    break
         self._state = state
         self._chunk_left = left
-        if not pieces:
-            return b""
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def close(self, keep_connection: bool = False) -> None:
         """Close the response now: the socket is aborted unless the body was read to its end and

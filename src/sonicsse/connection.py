@@ -111,6 +111,11 @@ class _Config:
     max_event_size: int | None = None
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _is_one_shot(data: Any) -> bool:
     return isinstance(data, (AsyncIterator, Iterator))
 
@@ -167,6 +172,7 @@ class SSEConnection:
         self._stream_events = 0
         self._wait_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._sleeper: asyncio.Future[None] | None = None
         timeouts = [t for t in (config.read_timeout, config.event_timeout, config.first_event_timeout) if t]
         self._min_timeout = min(timeouts) if timeouts else None
 
@@ -233,6 +239,8 @@ class SSEConnection:
         if body is not None:
             body.interrupt(_Interrupted("closed"))
         self._drop_body()
+        if self._sleeper is not None:
+            _resolve(self._sleeper)
 
     def restart(self) -> None:
         """Drop the current response now and reconnect with ``Last-Event-ID``; iteration continues."""
@@ -425,10 +433,7 @@ class SSEConnection:
                     ) from (last.__cause__ or last) if last is not None else None
                 base = _policy.base_delay_ms(cfg.retry_delay, self._decoder.retry, cfg.max_retry_delay)
                 delay = _policy.reconnect_delay(base, cfg.max_retry_delay, self._failures, self._retry_after)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                else:
-                    await asyncio.sleep(0)
+                await self._sleep(delay)
                 if self._closed:
                     return False
             immediate = False
@@ -446,6 +451,18 @@ class SSEConnection:
             if not opened:
                 self._finished = True
             return opened
+
+    async def _sleep(self, delay: float) -> None:
+        """Wait before the next attempt; ``close()`` cuts the wait short."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(max(0.0, delay), _resolve, waiter)
+        self._sleeper = waiter
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._sleeper = None
 
     async def _request_headers(self) -> dict[str, str]:
         source = self._cfg.headers
@@ -483,6 +500,9 @@ class SSEConnection:
                 unprocessed = isinstance(exc, (ConnectionRefusedError, ConnectTimeout))
                 err = _Retryable(f"request failed: {exc!r}", unprocessed=unprocessed)
                 raise err from exc
+            if self._closed:  # closed from another task while the request was in flight
+                body.close()
+                return False
             self._last_status = body.status
             self._last_headers = body.headers
             action, reason = _policy.classify_response(
@@ -530,8 +550,10 @@ class SSEConnection:
                     }
                 method, url = new_method, new_url
                 continue
-            snippet = await self._snippet(body)
-            body.close()
+            try:
+                snippet = await self._snippet(body)
+            finally:
+                body.close()
             if action is _policy.Action.RETRY:
                 retry_after = _policy.parse_retry_after(body.headers.get("retry-after"), time.time())
                 raise _Retryable(
