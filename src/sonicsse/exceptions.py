@@ -31,6 +31,7 @@ class SSEParsingError(SSEError, _AiosonicSSEParsingError):
         offset: the byte offset of that line in the stream (counted since the last reset), or None.
         events: the events completed in the same ``feed()`` call before the error, so nothing
             valid that arrived before the bad line is lost.
+        method, url: the request whose stream it was, when raised by a connection.
     """
 
     def __init__(
@@ -40,17 +41,27 @@ class SSEParsingError(SSEError, _AiosonicSSEParsingError):
         line: str | None = None,
         offset: int | None = None,
         events: list[Event] | None = None,
+        method: str | None = None,
+        url: str | None = None,
     ) -> None:
-        message = reason
-        if offset is not None:
-            message += f" at byte offset {offset}"
-        if line is not None:
-            message += f": {line!r}"
-        super().__init__(message)
+        super().__init__(reason)
         self.reason = reason
         self.line = line
         self.offset = offset
         self.events: list[Event] = events if events is not None else []
+        self.method = method
+        self.url = url
+
+    def __str__(self) -> str:
+        message = self.reason
+        if self.offset is not None:
+            message += f" at byte offset {self.offset}"
+        if self.method or self.url:
+            request = " ".join(part for part in (self.method, self.url) if part)
+            message += f" ({request})"
+        if self.line is not None:
+            message += f": {self.line!r}"
+        return message
 
 
 class SSEConnectionError(SSEError, _AiosonicSSEConnectionError):
