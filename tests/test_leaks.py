@@ -1,4 +1,4 @@
-"""Leak checks: after many reconnects and many open/close cycles, file descriptors and tasks are back to baseline."""
+"""Leak checks: after many reconnects and many open/close cycles, fds and tasks are back to baseline."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from servers import CLOSE, STALL, Request, ScriptServer, chunk, head
 
 from sonicsse import SSEClient
+
+from servers import CLOSE, STALL, Request, ScriptServer, chunk, head
 
 CYCLES = 1000
 
@@ -45,7 +46,10 @@ async def test_thousand_reconnect_cycles_leak_nothing() -> None:
     async with ScriptServer(one_event_then_close) as server:
         fds, tasks = open_fds(), other_tasks()
         seen = []
-        async with SSEClient() as client, client.connect(server.url(), retry_delay=0, max_retry_delay=0) as conn:
+        async with (
+            SSEClient() as client,
+            client.connect(server.url(), retry_delay=0, max_retry_delay=0) as conn,
+        ):
             async for event in conn:
                 seen.append(int(event["id"]))
                 if len(seen) == CYCLES:
