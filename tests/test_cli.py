@@ -656,3 +656,36 @@ def test_max_retries_gives_up_after_the_server_is_gone() -> None:
     lines = err.splitlines()
     assert len(lines) == 1, err
     assert "gave up after 3 failed attempts" in lines[0] and url in lines[0]
+
+
+def test_json_body_before_the_url(server: DemoServer) -> None:
+    """`--json '{...}' URL`: a value that looks like JSON is the body, and the URL stays the URL."""
+    r = cli("--json", '{"model": "first"}', f"{server.url}/v1/chat/completions", "--jsonl", "-n", "1")
+    assert r.returncode == 0, r.stderr
+    req = requests_to(server, "/v1/chat/completions")[-1]
+    assert (req.method, json.loads(req.body)) == ("POST", {"model": "first"})
+    assert json.loads(r.stdout)["event"] is None  # JSON lines, as --jsonl asked
+
+
+@needs_posix
+def test_sigint_during_the_demo_exits_130() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sonicsse", "demo", "--token-delay", "200", "--no-color"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert "demo: embedded SSE server on http://127.0.0.1:" in proc.stdout.readline()
+        time.sleep(0.5)  # inside the token stream
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert "Traceback" not in err
