@@ -258,3 +258,87 @@ async def aiohttp_server(app: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+class H2Server:
+    """A minimal HTTP/2 server over TLS (ALPN "h2"): every request gets a 200 event stream of ``pieces``.
+
+    Use as ``async with H2Server(pieces) as srv:``; ``srv.url(path)``, ``srv.client_ssl`` (trusts the
+    test CA), ``srv.requests`` (the request headers).
+    """
+
+    def __init__(self, pieces: Sequence[bytes], *, end: bool = True) -> None:
+        import trustme
+
+        self.pieces = list(pieces)
+        self.end = end
+        self.requests: list[dict[str, str]] = []
+        ca = trustme.CA()
+        import ssl
+
+        self._server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(self._server_ssl)
+        self._server_ssl.set_alpn_protocols(["h2"])
+        self.client_ssl = ssl.create_default_context()
+        ca.configure_trust(self.client_ssl)
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    def url(self, path: str = "/sse") -> str:
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    async def __aenter__(self) -> H2Server:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._server_ssl)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        self.requests.append(dict(event.headers))
+                        sid = event.stream_id
+                        conn.send_headers(sid, [(":status", "200"), ("content-type", "text/event-stream")])
+                        for piece in self.pieces:
+                            conn.send_data(sid, piece)
+                        if self.end:
+                            conn.end_stream(sid)
+                    elif isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                writer.write(conn.data_to_send())
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        except Exception:  # h2 protocol errors after the client went away
+            pass
+        finally:
+            writer.transport.abort()
+            self._writers.discard(writer)
+            self._tasks.discard(task)

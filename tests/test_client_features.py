@@ -518,3 +518,30 @@ async def test_aiosonic_reconnect_example() -> None:
 def test_zlib_helper_roundtrip() -> None:
     out = gzip_chunks([b"abc", b"def"], 31)
     assert zlib.decompress(b"".join(out), 31) == b"abcdef"
+
+
+async def test_http2_stream() -> None:
+    from servers import H2Server
+
+    async with H2Server([b"id: 1\ndata: over h2\n\n", b"data: second\n\n"]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), http2=True, ssl=srv.client_ssl, reconnect=False)
+        events = await asyncio.wait_for(collect(conn), 10)
+        await conn.close()
+    assert datas(events) == ["over h2", "second"]
+    assert srv.requests[0][":method"] == "GET"
+    assert srv.requests[0]["accept"] == "text/event-stream"
+
+
+async def test_http2_close_and_read_timeout() -> None:
+    from servers import H2Server
+
+    async with H2Server([b"data: a\n\n"], end=False) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), http2=True, ssl=srv.client_ssl, reconnect=False)
+        assert datas(await collect(conn, 1)) == ["a"]
+        await conn.close()
+        conn = await client.connect(
+            srv.url(), http2=True, ssl=srv.client_ssl, reconnect=False, read_timeout=0.2
+        )
+        with pytest.raises(SSEConnectionError, match="read_timeout"):
+            await asyncio.wait_for(collect(conn), 5)
+        await conn.close()
