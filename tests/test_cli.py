@@ -689,3 +689,14 @@ def test_sigint_during_the_demo_exits_130() -> None:
         proc.stdout.close()
         proc.stderr.close()
     assert "Traceback" not in err
+
+
+def test_parse_error_exits_1(server: DemoServer) -> None:
+    """A line over the decoder's limit is a parse error: the events before it are printed, then exit 1."""
+    r = cli(f"{server.url}/huge", "--data-only")
+    assert r.returncode == 1
+    assert r.stdout == "small\n"
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"sonicsse: error: GET {server.url}/huge: ")
+    assert "line" in lines[0]

@@ -20,6 +20,9 @@ Routes (every stream is ``text/event-stream``, chunked, ``Connection: close``):
     reconnecting.  Query: ``n`` (default 10; ``0`` is endless), ``interval`` (ms between events,
     default 0), ``retry`` (send ``retry: <ms>`` first), ``drop`` (close the connection after this
     many events without ending the chunked body, a network drop).
+``GET /huge``
+    One small event, then one whose single data line is ``size`` bytes long (default 2 MiB, over
+    the decoder's default 1 MiB line limit): a stream that a client must refuse to buffer.
 ``GET /status/<code>``
     An empty response with that status (``/status/204``, ``/status/404``, ``/status/500``...).
 ``GET /redirect?to=<path>``
@@ -242,6 +245,8 @@ class DemoServer:
         elif path == "/redirect":
             location = req.query.get("to", "/events")
             writer.write(_head(302, "text/plain", length=0, extra={"Location": location}))
+        elif path == "/huge" and req.method == "GET":
+            await self._huge(req, writer)
         elif path == "/text":
             body = b"this is not an event stream\n"
             writer.write(_head(200, "text/plain", length=len(body)) + body)
@@ -301,6 +306,18 @@ class DemoServer:
                 for start in range(0, len(data), _WRITE_CHUNK):
                     await _send(writer, data[start : start + _WRITE_CHUNK])
                 pending, pending_size = [], 0
+        await _send(writer, b"")
+
+    async def _huge(self, req: DemoRequest, writer: asyncio.StreamWriter) -> None:
+        size = _int(req.query.get("size"), 2 << 20)
+        writer.write(_head(200, "text/event-stream"))
+        await _send(writer, b"data: small\n\ndata: ")
+        piece = b"x" * _WRITE_CHUNK
+        left = size
+        while left > 0:
+            await _send(writer, piece[: min(left, _WRITE_CHUNK)])
+            left -= _WRITE_CHUNK
+        await _send(writer, b"\n\n")
         await _send(writer, b"")
 
     async def _events(self, req: DemoRequest, writer: asyncio.StreamWriter) -> None:
