@@ -499,6 +499,7 @@ class _StatsLine:
         self._last_time = self.start
         self._last_events = 0
         self._last_bytes = 0
+        self._shown = ""
 
     def render(self, final: bool = False) -> str:
         """One stats line: the rates since the previous line (or, when final, over the whole run)."""
@@ -525,10 +526,24 @@ class _StatsLine:
         """Write the line: in place on a TTY, as a new line otherwise."""
         line = self.render(final)
         if self.tty:
+            self._shown = "" if final else line
             self.err.write("\r\x1b[K" + line + ("\n" if final else ""))
         else:
             self.err.write(line + "\n")
         self.err.flush()
+
+    def around(self, write: Callable[[], None]) -> None:
+        """Call ``write`` (output to stdout) with the line lifted off a shared terminal, then put it back."""
+        if not (self.tty and self._shown):
+            write()
+            return
+        self.err.write("\r\x1b[K")
+        self.err.flush()
+        try:
+            write()
+        finally:
+            self.err.write(self._shown)
+            self.err.flush()
 
     async def run(self) -> None:
         """Refresh the line until cancelled."""
@@ -598,6 +613,14 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
         stats_line = _StatsLine(sys.stderr, totals.numbers)
         stats_task = asyncio.ensure_future(stats_line.run())
     fail_fast = request["reconnect"] and request.get("max_retries") is None
+    shared_terminal = stats_line is not None and stats_line.tty and sys.stdout.isatty()
+
+    def emit(batch: list[Event]) -> None:
+        if shared_terminal and stats_line is not None:
+            stats_line.around(lambda: printer.write(batch))
+        else:
+            printer.write(batch)
+
     try:
         if limit == 0:
             return EXIT_OK
@@ -615,10 +638,10 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
                                 batch = [e for e in batch if (e["event"] or "message") in wanted]
                             if limit is not None and printed + len(batch) >= limit:
                                 batch = batch[: limit - printed]
-                                printer.write(batch)
+                                emit(batch)
                                 printed += len(batch)
                                 return EXIT_OK
-                            printer.write(batch)
+                            emit(batch)
                             printed += len(batch)
                     return EXIT_OK
                 except SSEConnectionError:
