@@ -247,7 +247,7 @@ async def aiohttp_server(app: Any) -> AsyncIterator[str]:
     """Run an aiohttp ``web.Application`` on 127.0.0.1 (port 0); yields its base URL."""
     from aiohttp import web
 
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
