@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .workloads import WORKLOADS, Workload, build, paced_frame
 
+SEND_BUFFER = 4 << 20
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -63,6 +64,9 @@ class _Conn(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        # Keep a few writes queued in the transport, so the kernel always has bytes to send.
+        self._transport.set_write_buffer_limits(high=SEND_BUFFER)
 
     def data_received(self, data: bytes) -> None:
         if self._started:
