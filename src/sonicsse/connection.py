@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json as _json
 import logging
@@ -137,7 +138,6 @@ class SSEConnection:
     def __init__(self, client: HTTPClient, config: _Config) -> None:
         self._client = client
         self._config = config
-        self._cfg = config
         initial_id = config.last_event_id
         if initial_id is None and isinstance(config.headers, Mapping):
             initial_id = next(
@@ -155,6 +155,8 @@ class SSEConnection:
         self._last_headers: Mapping[str, str] = {}
         self._closed = False
         self._restart = False
+        self._finished = False  # no further stream will be opened
+        self._retry_after: float | None = None
         self._failures = 0
         self._last_error: _Retryable | None = None
         self._streams_opened = 0
@@ -259,9 +261,10 @@ class SSEConnection:
         await self.close()
 
     def __del__(self) -> None:
-        body = self.__dict__.get("_body")
+        body = getattr(self, "_body", None)
         if body is not None:
-            body.close()
+            with contextlib.suppress(Exception):  # e.g. the loop is already closed
+                body.close()
 
     # -- iteration ----------------------------------------------------------------------------
 
@@ -382,8 +385,8 @@ class SSEConnection:
             self._failures = 0
         else:
             self._failures += 1
-        self._retry_after: float | None = None
-        cfg = self._cfg
+        self._retry_after = None
+        cfg = self._config
         if error is not None:
             self._last_error = _Retryable(error, status=self._last_status)
             if cause is not None:
@@ -395,17 +398,16 @@ class SSEConnection:
 
     # -- opening streams ----------------------------------------------------------------------
 
-    _finished = False
-    _retry_after: float | None = None
-
     def _resumable(self) -> bool:
-        return _policy.may_resume(self._cfg.method, self._decoder.last_event_id, self._cfg.resume_unsafe)
+        return _policy.may_resume(
+            self._config.method, self._decoder.last_event_id, self._config.resume_unsafe
+        )
 
     def _error(
         self, reason: str, *, status: int | None = None, body: str | None = None
     ) -> SSEConnectionError:
         return SSEConnectionError(
-            reason, method=self._cfg.method.upper(), url=self._cfg.url, status=status, body=body
+            reason, method=self._config.method.upper(), url=self._config.url, status=status, body=body
         )
 
     async def _reconnect(self) -> bool:
@@ -418,7 +420,7 @@ class SSEConnection:
         return await self._open(immediate=False)
 
     async def _open(self, *, immediate: bool) -> bool:
-        cfg = self._cfg
+        cfg = self._config
         while True:
             if self._closed:
                 return False
@@ -465,7 +467,7 @@ class SSEConnection:
             self._sleeper = None
 
     async def _request_headers(self) -> dict[str, str]:
-        source = self._cfg.headers
+        source = self._config.headers
         if callable(source):
             result = source()
             if inspect.isawaitable(result):
@@ -479,7 +481,7 @@ class SSEConnection:
 
     async def _attempt(self) -> bool:
         """One request (following redirects): True with a stream open, False when the server said stop."""
-        cfg = self._cfg
+        cfg = self._config
         if self._sent_body and (_is_one_shot(cfg.data)):
             self._finished = True
             raise self._error(
@@ -604,7 +606,7 @@ class SSEConnection:
     def _leave(self) -> None:
         """The consumer left an iteration: close the socket now; a later iteration resumes at once."""
         if self._body is not None:
-            if self._cfg.reconnect and self._resumable():
+            if self._config.reconnect and self._resumable():
                 self._restart = True
             else:
                 self._finished = True
@@ -617,7 +619,7 @@ class SSEConnection:
             self._timer.cancel()
             self._timer = None
         if body is not None:
-            body.close(keep_connection=self._cfg.keep_connection)
+            body.close(keep_connection=self._config.keep_connection)
 
     # -- timeouts -----------------------------------------------------------------------------
 
@@ -633,7 +635,7 @@ class SSEConnection:
         loop = self._loop
         if body is None or loop is None or self._min_timeout is None:
             return
-        cfg = self._cfg
+        cfg = self._config
         now = loop.time()
         waiting = self._wait_since
         deadlines: list[tuple[float, str]] = []
