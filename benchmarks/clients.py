@@ -266,11 +266,8 @@ _IMPORTS = {
 }
 
 
-def dict_floor(workload: str, scale: float, tally: Tally) -> tuple[float, float]:
+def dict_floor(events: list[tuple[str, str | None, str | None]], tally: Tally) -> tuple[float, float]:
     """Floor: build only the 4-key event dicts of a workload (no I/O); returns (wall, cpu) seconds."""
-    spec = WORKLOADS[workload]
-    events = make_events(spec.kind, event_count(spec, scale))
-    gc.collect()
     n = size = 0
     w0, c0 = time.perf_counter(), time.process_time()
     for data, event, eid in events:
@@ -347,7 +344,12 @@ def measure(
     rss_base = _rss_kib("VmRSS")
     _reset_peak_rss()
     if client == "dict-floor":
-        wall, cpu = dict_floor(workload, scale, tally)
+        spec = WORKLOADS[workload]
+        events = make_events(spec.kind, event_count(spec, scale))
+        gc.collect()
+        rss_base = _rss_kib("VmRSS")
+        _reset_peak_rss()
+        wall, cpu = dict_floor(events, tally)
     else:
         try:
             impl = _preimport(client)

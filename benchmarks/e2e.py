@@ -304,20 +304,21 @@ def tables(summary: list[Row], clients: list[str]) -> str:
 
 def _throughput_table(wl: str, loop: str, lines: list[Row]) -> str:
     head = (
-        f"### {wl} — {loop}\n\n| client | valid | events/s | MB/s | CPU µs/event | × aiosonic | "
+        f"### {wl} — {loop}\n\n| client | valid | events/s | MB/s | CPU µs/event | CPU × raw | × aiosonic | "
         "× launchdarkly | % of raw MB/s | peak RSS MiB | RSS growth MiB |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     body = []
     for s in lines:
         if s["events_per_s"] is None:
-            body.append(f"| {s['client']} | FAIL {s['valid']}: {_cell(s['why'])} | | | | | | | | |")
+            body.append(f"| {s['client']} | FAIL {s['valid']}: {_cell(s['why'])} |" + " |" * 9)
             continue
         fail = f" (FAIL: {_cell(s['why'])})" if s["why"] else ""
         body.append(
             f"| {s['client']} | {s['valid']}{fail} | {_f(s['events_per_s'])} | "
             f"{_f(s['mb_per_s'], '{:,.1f}')} | "
-            f"{_f(s['cpu_us_per_event'], '{:.3f}')} | {_f(s['x_aiosonic'], '{:.2f}×')} | "
+            f"{_f(s['cpu_us_per_event'], '{:.3f}')} | {_f(s['cpu_x_raw'], '{:.1f}×')} | "
+            f"{_f(s['x_aiosonic'], '{:.2f}×')} | "
             f"{_f(s['x_launchdarkly'], '{:.2f}×')} | {_f(_pct(s['of_raw']), '{:.0f} %')} | "
             f"{_f(s['rss_peak_mib'], '{:.1f}')} | {_f(s['rss_growth_mib'], '{:.1f}')} |"
         )
