@@ -100,7 +100,8 @@ cdef class SSEDecoder:
     """
 
     cdef Buf _line          # the line not terminated yet (at stream start: the undecided BOM bytes)
-    cdef Buf _data          # this block's data lines, joined with LF
+    cdef Buf _data          # this block's data lines, joined with LF, from _data_start on
+    cdef Py_ssize_t _data_start
     cdef bint _has_data
     cdef bint _skip_lf
     cdef bint _bom_pending
@@ -182,6 +183,7 @@ cdef class SSEDecoder:
     cdef void _start_stream(self) noexcept:
         self._line.len = 0
         self._data.len = 0
+        self._data_start = 0
         self._has_data = False
         self._skip_lf = False
         self._bom_pending = True
@@ -239,6 +241,7 @@ cdef class SSEDecoder:
         self._failed = True
         buf_free(&self._line)
         buf_free(&self._data)
+        self._data_start = 0
         self._has_data = False
 
     cdef int _feed(self, const char* p, Py_ssize_t n, list events) except -1:
@@ -356,6 +359,7 @@ cdef class SSEDecoder:
         cdef const char* colon
         cdef const char* value
         cdef Py_ssize_t name_len, value_len, size
+        cdef Buf spare
         if n == 0:
             return self._dispatch(events)
         if self._strict:
@@ -383,7 +387,7 @@ cdef class SSEDecoder:
             value = p + n
             value_len = 0
         if name_len == 4 and memcmp(p, b"data", 4) == 0:
-            size = self._data.len + value_len + (1 if self._has_data else 0)
+            size = self._data.len - self._data_start + value_len + (1 if self._has_data else 0)
             if size > self._max_event_size:
                 raise SSEParsingError(
                     f"event data larger than max_event_size ({self._max_event_size} bytes)",
@@ -392,7 +396,18 @@ cdef class SSEDecoder:
                 )
             if self._has_data:
                 buf_append(&self._data, b"\n", 1)
-            buf_append(&self._data, value, value_len)
+                buf_append(&self._data, value, value_len)
+            elif p == self._line.ptr:
+                # The first data line of the event arrived over several chunks and sits in _line: hand
+                # that buffer over instead of copying it (a 1 MiB event then costs one copy less).
+                spare = self._data
+                self._data = self._line
+                self._line = spare
+                self._line.len = 0
+                self._data_start = value - p
+                self._data.len = self._data_start + value_len
+            else:
+                buf_append(&self._data, value, value_len)
             self._has_data = True
         elif name_len == 5 and memcmp(p, b"event", 5) == 0:
             self._event_type = self._intern_type(value, value_len) if value_len else None
@@ -433,7 +448,8 @@ cdef class SSEDecoder:
         return name
 
     cdef int _dispatch(self, list events) except -1:
-        cdef object data, event_type, event_id, event_retry
+        cdef object data = None
+        cdef object event_type, event_id, event_retry
         cdef bint first_after_reset
         self._last_event_id = self._id_buffer
         event_type = self._event_type
@@ -445,16 +461,21 @@ cdef class SSEDecoder:
         if not self._has_data:
             return 0
         self._has_data = False
-        if self._event_types is not None and (
-            (event_type if event_type is not None else "message") not in self._event_types
+        if self._event_types is None or (
+            (event_type if event_type is not None else "message") in self._event_types
         ):
-            self._data.len = 0
-            return 0
-        if self._decode:
-            data = PyUnicode_DecodeUTF8(self._data.ptr, self._data.len, "replace")
-        else:
-            data = PyBytes_FromStringAndSize(self._data.ptr, self._data.len)
+            if self._decode:
+                data = PyUnicode_DecodeUTF8(
+                    self._data.ptr + self._data_start, self._data.len - self._data_start, "replace"
+                )
+            else:
+                data = PyBytes_FromStringAndSize(
+                    self._data.ptr + self._data_start, self._data.len - self._data_start
+                )
         self._data.len = 0
+        self._data_start = 0
+        if data is None:
+            return 0
         if self._dedup:
             first_after_reset = self._after_reset
             self._after_reset = False
