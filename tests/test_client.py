@@ -552,3 +552,76 @@ async def test_no_leaked_sockets_or_tasks() -> None:
         server_tasks = [t for t in leftover if "servers.py" in repr(t.get_coro())]
         assert after <= before, (before, after)
         assert len(leftover) == len(server_tasks) == 0
+
+
+async def test_streams_that_deliver_then_end_wait_only_the_base_delay() -> None:
+    # 10 streams that each deliver one event and end: with backoff (doubling from 40 ms) this would
+    # take over 40 s; with the base delay it takes about 0.4 s.
+    def script(n: int, req: Request) -> list[Any]:
+        return sse_chunked(b"data: %d\n\n" % n)
+
+    async with ScriptServer(script) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), retry_delay=40) as conn:
+            events = await asyncio.wait_for(collect(conn, 10), 10)
+    assert datas(events) == [str(i) for i in range(10)]
+
+
+async def test_post_retried_after_503_but_not_after_500() -> None:
+    busy = [head(503, "text/plain", framing="length", length=0)]
+    scripts = [busy, [*sse_chunked(b"data: ok\n\n", end=False), STALL]]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), method="POST", json={"n": 1}, retry_delay=10) as conn:
+            assert datas(await collect(conn, 1)) == ["ok"]
+    assert [r.body for r in srv.requests] == [b'{"n": 1}', b'{"n": 1}']
+
+    failed = [head(500, "text/plain", framing="length", length=4), b"boom"]
+    async with ScriptServer([failed]) as srv, SSEClient() as client:
+        with pytest.raises(SSEConnectionError) as info:
+            await client.connect(srv.url(), method="POST", json={"n": 1}, retry_delay=10)
+    assert info.value.status == 500 and "boom" in str(info.value)
+    assert len(srv.requests) == 1
+
+
+async def test_keep_connection_does_not_pool_an_unfinished_body() -> None:
+    scripts = [[*sse_chunked(b"data: a\n\ndata: b\n\n", end=False), STALL], sse_chunked(b"data: c\n\n")]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), reconnect=False, keep_connection=True) as conn:
+            await collect(conn, 1)
+        async with client.connect(srv.url(), reconnect=False, keep_connection=True) as conn:
+            assert datas(await collect(conn)) == ["c"]
+    assert [r.conn_id for r in srv.requests] == [0, 1]
+
+
+async def test_backpressure_reads_only_when_the_consumer_asks() -> None:
+    written = 0
+    blob = b"data: " + b"z" * 65530 + b"\n\n"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head(framing="close"))
+        try:
+            for _ in range(2000):  # 128 MiB if nobody pushed back
+                writer.write(blob)
+                await writer.drain()
+                written += len(blob)
+        except ConnectionError:
+            pass
+        finally:
+            writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with SSEClient() as client:
+            conn = await client.connect(f"http://127.0.0.1:{port}/", reconnect=False)
+            events = conn.__aiter__()
+            assert len((await events.__anext__())["data"]) == 65530
+            await asyncio.sleep(0.3)  # a slow consumer: the server must be blocked by TCP flow control
+            assert 0 < written < 32 << 20
+            assert len((await events.__anext__())["data"]) == 65530  # the stream is still alive
+            await events.aclose()
+            await conn.close()
+    finally:
+        server.close()
+        await server.wait_closed()
