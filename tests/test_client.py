@@ -14,7 +14,7 @@ import sonicsse.connection
 from sonicsse import SSEClient, SSEConnection
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 
-from servers import DROP, LAST_CHUNK, STALL, ScriptServer, chunk, head, sse_chunked, sse_close
+from servers import DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk, head, sse_chunked, sse_close
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -560,18 +560,24 @@ async def test_streams_that_deliver_then_end_wait_only_the_base_delay() -> None:
     def script(n: int, req: Request) -> list[Any]:
         return sse_chunked(b"data: %d\n\n" % n)
 
-    async with ScriptServer(script) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), retry_delay=40) as conn:
-            events = await asyncio.wait_for(collect(conn, 10), 10)
+    async with (
+        ScriptServer(script) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), retry_delay=40) as conn,
+    ):
+        events = await asyncio.wait_for(collect(conn, 10), 10)
     assert datas(events) == [str(i) for i in range(10)]
 
 
 async def test_post_retried_after_503_but_not_after_500() -> None:
     busy = [head(503, "text/plain", framing="length", length=0)]
     scripts = [busy, [*sse_chunked(b"data: ok\n\n", end=False), STALL]]
-    async with ScriptServer(scripts) as srv, SSEClient() as client:
-        async with client.connect(srv.url(), method="POST", json={"n": 1}, retry_delay=10) as conn:
-            assert datas(await collect(conn, 1)) == ["ok"]
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), method="POST", json={"n": 1}, retry_delay=10) as conn,
+    ):
+        assert datas(await collect(conn, 1)) == ["ok"]
     assert [r.body for r in srv.requests] == [b'{"n": 1}', b'{"n": 1}']
 
     failed = [head(500, "text/plain", framing="length", length=4), b"boom"]
