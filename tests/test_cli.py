@@ -5,6 +5,8 @@ Every run is bounded by a timeout; the server listens on 127.0.0.1 only and is s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -15,8 +17,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -700,3 +703,39 @@ def test_parse_error_exits_1(server: DemoServer) -> None:
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith(f"sonicsse: error: GET {server.url}/huge: ")
     assert "line" in lines[0]
+
+
+@contextlib.contextmanager
+def _async_cm_in_thread(factory: Callable[[], Any]) -> Iterator[Any]:
+    """Enter an async context manager on an event loop of its own, in a background thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    cm = factory()
+    try:
+        value = asyncio.run_coroutine_threadsafe(cm.__aenter__(), loop).result(10)
+        try:
+            yield value
+        finally:
+            asyncio.run_coroutine_threadsafe(cm.__aexit__(None, None, None), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_http2_insecure() -> None:
+    """`--http2 -k` against an HTTP/2-only TLS server (tests/servers.py's H2Server, self-signed)."""
+    pytest.importorskip("trustme")
+    pytest.importorskip("h2")
+    from servers import H2Server
+
+    pieces = [b"id: 1\ndata: over h2\n\n", b"event: note\ndata: second\n\n"]
+    with _async_cm_in_thread(lambda: H2Server(pieces)) as srv:
+        r = cli(srv.url(), "--http2", "--insecure", "--no-reconnect", "--jsonl")
+        assert r.returncode == 0, r.stderr
+        assert [json.loads(line) for line in r.stdout.splitlines()] == [
+            {"data": "over h2", "event": None, "id": "1", "retry": None},
+            {"data": "second", "event": "note", "id": None, "retry": None},
+        ]
+        assert srv.requests[0][":method"] == "GET"
