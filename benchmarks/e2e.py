@@ -505,7 +505,17 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {sys.platform}"
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {sys.platform}, code {revision()}"
+
+
+def revision() -> str:
+    """The git commit of the code measured, with "-dirty" when the work tree has changes."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)  # fmt: skip
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
