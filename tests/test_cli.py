@@ -739,3 +739,19 @@ def test_http2_insecure() -> None:
             {"data": "second", "event": "note", "id": None, "retry": None},
         ]
         assert srv.requests[0][":method"] == "GET"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_non_ascii_data_never_crashes_the_output(server: DemoServer, encoding: str) -> None:
+    url = f"{server.url}/echo?data=caf%C3%A9%20%E2%9C%93&event=n%C3%B8te"
+    r = subprocess.run(
+        [sys.executable, "-m", "sonicsse", url, "--no-reconnect"],
+        capture_output=True,
+        timeout=RUN_TIMEOUT,
+        env={**_env(), "PYTHONIOENCODING": encoding},
+    )
+    assert r.returncode == 0, r.stderr
+    if encoding == "utf-8":
+        assert r.stdout.decode() == "event: nøte\ndata: café ✓\n\n"
+    else:  # a console that cannot show it: escaped, not a UnicodeEncodeError
+        assert r.stdout.decode() == "event: n\\xf8te\ndata: caf\\xe9 \\u2713\n\n"

@@ -20,6 +20,8 @@ Routes (every stream is ``text/event-stream``, chunked, ``Connection: close``):
     reconnecting.  Query: ``n`` (default 10; ``0`` is endless), ``interval`` (ms between events,
     default 0), ``retry`` (send ``retry: <ms>`` first), ``drop`` (close the connection after this
     many events without ending the chunked body, a network drop).
+``GET /echo``
+    One event carrying the query's ``data`` (and ``event`` type, if given), then the end.
 ``GET /huge``
     One small event, then one whose single data line is ``size`` bytes long (default 2 MiB, over
     the decoder's default 1 MiB line limit): a stream that a client must refuse to buffer.
@@ -245,6 +247,8 @@ class DemoServer:
         elif path == "/redirect":
             location = req.query.get("to", "/events")
             writer.write(_head(302, "text/plain", length=0, extra={"Location": location}))
+        elif path == "/echo":
+            await self._echo(req, writer)
         elif path == "/huge" and req.method == "GET":
             await self._huge(req, writer)
         elif path == "/text":
@@ -306,6 +310,15 @@ class DemoServer:
                 for start in range(0, len(data), _WRITE_CHUNK):
                     await _send(writer, data[start : start + _WRITE_CHUNK])
                 pending, pending_size = [], 0
+        await _send(writer, b"")
+
+    async def _echo(self, req: DemoRequest, writer: asyncio.StreamWriter) -> None:
+        lines = req.query.get("data", "").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        block = "".join(f"data: {line}\n" for line in lines)
+        if req.query.get("event"):
+            block = f"event: {req.query['event']}\n" + block
+        writer.write(_head(200, "text/event-stream; charset=utf-8"))
+        await _send(writer, (block + "\n").encode())
         await _send(writer, b"")
 
     async def _huge(self, req: DemoRequest, writer: asyncio.StreamWriter) -> None:

@@ -940,12 +940,24 @@ def _main_serve(argv: Sequence[str]) -> int:
 # entry point
 
 
+def _never_fail_to_encode() -> None:
+    """Event data is any Unicode: on a console or pipe that is not UTF-8 (Windows), escape what it
+    cannot show instead of dying with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if encoding != "utf8" and reconfigure is not None:
+            with contextlib.suppress(Exception):
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sonicsse`` command line with ``argv`` (default: ``sys.argv[1:]``).
 
     Returns the exit code: 0 clean end, 1 connection or parse error, 2 usage error, 130 Ctrl-C.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    _never_fail_to_encode()
     try:
         if args and args[0] == "demo":
             return _main_demo(args[1:])
