@@ -80,8 +80,9 @@ async def _sonicsse_stream(client: Any, url: str, st: StreamStats) -> None:
                 record(t, sent)
     except Exception as exc:
         st.fail(exc)
-    st.events += n
-    st.completed += n == st.expected
+    finally:  # also when the run's deadline cancels this stream: count what it got
+        st.events += n
+        st.completed += n == st.expected
 
 
 async def run_sonicsse(urls: list[str], st: StreamStats) -> None:
@@ -134,16 +135,17 @@ class _RawStream(asyncio.Protocol):
 async def _raw_stream(url: str, port: int, st: StreamStats) -> None:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
+    proto = _RawStream(st, done)
     try:
-        transport, proto = await loop.create_connection(lambda: _RawStream(st, done), "127.0.0.1", port)
+        transport, _ = await loop.create_connection(lambda: proto, "127.0.0.1", port)
         target = url.split(str(port), 1)[1]
         transport.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         await done
     except Exception as exc:
         st.fail(exc)
-        return
-    st.events += proto.events
-    st.completed += proto.events == st.expected
+    finally:  # also when the run's deadline cancels this stream: count what it got
+        st.events += proto.events
+        st.completed += proto.events == st.expected
 
 
 async def run_raw(urls: list[str], st: StreamStats, port: int) -> None:
