@@ -207,7 +207,21 @@ def run_all(args: argparse.Namespace) -> list[Row]:
                 row.update(rep=rep, workload=wl, loop=loop if client != "dict-floor" else "-")
                 rows.append(judge(row, exp[wl]))
                 _progress(rep, i, len(plan), rows[-1])
+                if args.out:  # keep what is measured even if the run is cut short
+                    save(args, rows, [], [])
     return rows
+
+
+def save(args: argparse.Namespace, rows: list[Row], summary: list[Row], checks: list[Target]) -> None:
+    """Write the measurements (and, once known, the summary and targets) to ``--out``."""
+    doc = {
+        "args": dict(vars(args)),
+        "machine": machine(),
+        "rows": rows,
+        "summary": summary,
+        "targets": [{"target": t, "measured": m, "holds": ok} for t, m, ok in checks],
+    }
+    Path(args.out).write_text(json.dumps(doc, indent=1))
 
 
 def _progress(rep: int, i: int, n: int, row: Row) -> None:
@@ -359,7 +373,10 @@ def _get(summary: list[Row], wl: str, loop: str, client: str) -> Row | None:
     )
 
 
-def targets(summary: list[Row], rows: list[Row], loops: list[str]) -> list[tuple[str, str, bool | None]]:
+Target = tuple[str, str, "bool | None"]  # (target, measured, holds; None = not measured)
+
+
+def targets(summary: list[Row], rows: list[Row], loops: list[str]) -> list[Target]:
     """Issue 6's targets for sonicsse (compiled, plain ``async for``): (target, measured, holds)."""
     out: list[tuple[str, str, bool | None]] = []
     for loop in loops:
@@ -488,7 +505,8 @@ def plot(summary: list[Row], clients: list[str], path: Path) -> None:
         ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel(label)
         ax.set_title(label + ", higher is better")
-        ax.legend()
+        if names and loops:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -540,6 +558,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="write every measurement and the summary as JSON")
     p.add_argument("--plot", action="store_true", help="save a bar chart to benchmarks/results.svg")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
+    p.add_argument("--from-json", default=None, help="print the tables of a saved --out file, run nothing")
     args = p.parse_args(argv)
     args.clients = [c for c in args.clients.split(",") if c]
     args.workloads = [w for w in args.workloads.split(",") if w]
@@ -558,38 +577,32 @@ def main(argv: list[str] | None = None) -> int:
     """Run, print the tables, write JSON/plot; exit 1 if any sonicsse run was not exact."""
     args = parse_args(argv)
     t0 = time.time()
-    rows = run_all(args)
+    if args.from_json:
+        doc = json.loads(Path(args.from_json).read_text())
+        rows, args.reps = doc["rows"], doc["args"]["reps"]
+        args.scale, args.loops, args.clients = (
+            doc["args"]["scale"],
+            doc["args"]["loops"],
+            doc["args"]["clients"],
+        )
+    else:
+        rows = run_all(args)
     summary = summarise(rows)
     checks = targets(summary, rows, args.loops)
+    reps_done = len({r["rep"] for r in rows})
     print(
-        f"## sonicsse end-to-end benchmark\n\nMachine: {machine()}. Scale {args.scale}, {args.reps} rep(s), "
+        f"## sonicsse end-to-end benchmark\n\nMachine: {machine()}. Scale {args.scale}, {reps_done} rep(s), "
         f"loops {', '.join(args.loops)}; {time.time() - t0:.0f} s.\n"
     )
     print(tables(summary, args.clients) + "\n\n" + targets_table(checks))
     if args.out:
-        Path(args.out).write_text(
-            json.dumps(
-                {
-                    "args": {k: v for k, v in vars(args).items()},
-                    "machine": machine(),
-                    "rows": rows,
-                    "summary": summary,
-                    "targets": [asdict_target(t) for t in checks],
-                },
-                indent=1,
-            )
-        )
+        save(args, rows, summary, checks)
     if args.plot:
         plot(summary, args.clients, HERE / "results.svg")
     bad = [r for r in rows if r["client"].startswith("sonicsse") and not r["valid"]]
     for r in bad:
         print(f"FAIL: {r['client']} {r['loop']} {r['workload']}: {r['why']}", file=sys.stderr)
     return 1 if bad else 0
-
-
-def asdict_target(t: tuple[str, str, bool | None]) -> dict[str, Any]:
-    """A target check as a JSON object."""
-    return {"target": t[0], "measured": t[1], "holds": t[2]}
 
 
 if __name__ == "__main__":
