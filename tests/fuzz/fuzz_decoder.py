@@ -24,14 +24,32 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spec_reference import reference  # noqa: E402
+from sonicsse import _parser_c, _parser_py
+from sonicsse.exceptions import SSEParsingError
 
-from sonicsse import _parser_c, _parser_py  # noqa: E402
-from sonicsse.exceptions import SSEParsingError  # noqa: E402
+from spec_reference import reference
 
 TOKENS = [
-    b"data", b"data:", b"data: ", b"event: ", b"id: ", b"retry: ", b":", b" ", b"\r", b"\n", b"\r\n",
-    b"\n\n", b"\xef\xbb\xbf", b"\0", b"\xff", b"\xe2\x82", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80", b"12", b"x",
+    b"data",
+    b"data:",
+    b"data: ",
+    b"event: ",
+    b"id: ",
+    b"retry: ",
+    b":",
+    b" ",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\n\n",
+    b"\xef\xbb\xbf",
+    b"\0",
+    b"\xff",
+    b"\xe2\x82",
+    b"\xe2\x82\xac",
+    b"\xf0\x9f\x98\x80",
+    b"12",
+    b"x",
 ]
 OPTION_SETS: list[dict[str, Any]] = [
     {},
@@ -116,10 +134,14 @@ def run_random(seconds: float, seed: int) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to fuzz")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random generator (no atheris)")
-    parser.add_argument("--no-atheris", action="store_true", help="use the random generator even with atheris")
+    parser.add_argument(
+        "--no-atheris", action="store_true", help="use the random generator even with atheris"
+    )
     args, libfuzzer_args = parser.parse_known_args()
     try:
         if args.no_atheris:
