@@ -631,3 +631,10 @@ async def test_backpressure_reads_only_when_the_consumer_asks() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_never_answering_server_bounded_by_read_timeout() -> None:
+    async with ScriptServer([[STALL]]) as srv, SSEClient() as client:
+        with pytest.raises(SSEConnectionError) as info:
+            await asyncio.wait_for(client.connect(srv.url(), reconnect=False, read_timeout=0.2), 10)
+    assert "ReadTimeout" in str(info.value) and "GET" in str(info.value)

@@ -18,6 +18,8 @@ from .connection import HeadersArg, SSEConnection, _Config
 
 __all__ = ["SSEClient", "SSEConnect"]
 
+_AIOSONIC_SOCK_READ = 30.0
+
 
 class SSEConnect:
     """What :meth:`SSEClient.connect` returns: ``await`` it, or use it as ``async with``.
@@ -139,6 +141,10 @@ class SSEClient:
             SSEConnectionError: the stream could not be opened (with ``reconnect=False``, or for
                 a permanent failure: 4xx, wrong content type, missing redirect target).
         """
+        if timeouts is None and read_timeout:
+            # aiosonic waits 30 s for the status line by default: a server that accepts and never
+            # answers is dead after read_timeout, like a stalled body.
+            timeouts = Timeouts(sock_read=min(read_timeout, _AIOSONIC_SOCK_READ))
         request_kwargs: dict[str, Any] = {
             "multipart": multipart,
             "verify": verify,

@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import json as _json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -496,8 +497,13 @@ class SSEConnection:
                 body = await open_response(
                     self._client, method, url, headers, cfg.params, data, json, cfg.request_kwargs
                 )
+            except ssl.SSLCertVerificationError as exc:  # a setup problem: retrying cannot fix it
+                self._finished = True
+                raise SSEConnectionError(
+                    f"TLS certificate verification failed: {exc}", method=method.upper(), url=url
+                ) from exc
             except (ValueError, TypeError):
-                raise
+                raise  # invalid arguments (e.g. a header value aiosonic refuses)
             except Exception as exc:
                 unprocessed = isinstance(exc, (ConnectionRefusedError, ConnectTimeout))
                 err = _Retryable(f"request failed: {exc!r}", unprocessed=unprocessed)
