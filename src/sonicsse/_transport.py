@@ -122,6 +122,7 @@ class BodyReader:
         "_closed",
         "_conn",
         "_failed",
+        "_fast",
         "_h2_iter",
         "_inflater",
         "_interrupt_exc",
@@ -147,6 +148,7 @@ class BodyReader:
         self._leftover = False
         self._interrupt_exc: Exception | None = None
         self._failed: TransportError | None = None
+        self._fast = False
         self._buf = b""
         self._chunk_left = 0
         self._state = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
@@ -181,6 +183,7 @@ class BodyReader:
             self._mode = "body"
         elif response.chunked:
             self._mode = "chunked"
+            self._fast = self._inflater is None
         elif response._remaining is not None:
             self._mode = "length"
             self._remaining = response._remaining
@@ -210,6 +213,26 @@ class BodyReader:
         """
         if self._closed:
             raise self._interrupt_exc or TransportError("the response was closed")
+        if self._fast:  # uncompressed chunked body: the common case, without nested coroutines
+            reader = self._reader
+            assert reader is not None
+            while True:
+                try:
+                    raw = await reader.read(_READ_SIZE)
+                except OSError as exc:
+                    raise TransportError(f"connection lost: {exc!r}") from exc
+                if not raw:
+                    raise TransportError("connection closed before the end of the chunked body")
+                if self._buf:
+                    raw = self._buf + raw
+                    self._buf = b""
+                out = self._dechunk(raw)
+                if out or self.completed:
+                    self._fast = not self.completed and self._failed is None
+                    return out
+        return await self._read_slow()
+
+    async def _read_slow(self) -> bytes:
         inflater = self._inflater
         if inflater is not None and inflater.pending:
             out = inflater.more()
