@@ -545,3 +545,27 @@ async def test_http2_close_and_read_timeout() -> None:
         with pytest.raises(SSEConnectionError, match="read_timeout"):
             await asyncio.wait_for(collect(conn), 5)
         await conn.close()
+
+
+async def test_user_last_event_id_header_is_the_initial_id() -> None:
+    scripts = [sse_chunked(b"id: 10\ndata: a\n\n"), [*sse_chunked(b"data: b\n\n", end=False), STALL]]
+    async with (
+        ScriptServer(scripts) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), retry_delay=10, headers={"Last-Event-ID": "9"}) as conn,
+    ):
+        await collect(conn, 2)
+    assert [r.headers.get("last-event-id") for r in srv.requests] == ["9", "10"]
+
+
+async def test_client_close_closes_its_streams() -> None:
+    async with ScriptServer([[*sse_chunked(b"data: a\n\n", end=False), STALL]]) as srv:
+        client = SSEClient()
+        conn = await client.connect(srv.url())
+        it = conn.__aiter__()
+        assert (await it.__anext__())["data"] == "a"
+        await client.close()
+        assert conn.closed
+        await asyncio.wait_for(srv.conns[0].gone.wait(), 1)
+        with pytest.raises(StopAsyncIteration):
+            await it.__anext__()
