@@ -18,8 +18,6 @@ from .connection import HeadersArg, SSEConnection, _Config
 
 __all__ = ["SSEClient", "SSEConnect"]
 
-_AIOSONIC_SOCK_READ = 30.0
-
 
 class SSEConnect:
     """What :meth:`SSEClient.connect` returns: ``await`` it, or use it as ``async with``.
@@ -142,9 +140,16 @@ class SSEClient:
                 a permanent failure: 4xx, wrong content type, missing redirect target).
         """
         if timeouts is None and read_timeout:
-            # aiosonic waits 30 s for the status line by default: a server that accepts and never
-            # answers is dead after read_timeout, like a stalled body.
-            timeouts = Timeouts(sock_read=min(read_timeout, _AIOSONIC_SOCK_READ))
+            # aiosonic waits sock_read (30 s by default) for the status line: a server that accepts
+            # and never answers is dead after read_timeout, like a stalled body.
+            base = getattr(self._http().connector, "timeouts", None) or Timeouts()
+            sock_read = base.sock_read if base.sock_read is not None else read_timeout
+            timeouts = Timeouts(
+                sock_connect=base.sock_connect,
+                sock_read=min(sock_read, read_timeout),
+                pool_acquire=base.pool_acquire,
+                request_timeout=base.request_timeout,
+            )
         request_kwargs: dict[str, Any] = {
             "multipart": multipart,
             "verify": verify,
