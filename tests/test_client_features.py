@@ -569,3 +569,16 @@ async def test_client_close_closes_its_streams() -> None:
         await asyncio.wait_for(srv.conns[0].gone.wait(), 1)
         with pytest.raises(StopAsyncIteration):
             await it.__anext__()
+
+
+async def test_shared_plain_client_and_connection_close_body_gives_a_clear_error() -> None:
+    async with ScriptServer([sse_close(b"data: a\n\n")]) as srv:
+        http = aiosonic.HTTPClient()
+        with pytest.raises(SSEConnectionError, match="make_http_client"):
+            await SSEClient(http).connect(srv.url(), reconnect=False)
+        await http.aclose()
+        http = make_http_client()  # the remedy
+        conn = await SSEClient(http).connect(srv.url(), reconnect=False)
+        assert datas(await collect(conn)) == ["a"]
+        await conn.close()
+        await http.aclose()
