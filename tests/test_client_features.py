@@ -582,3 +582,14 @@ async def test_shared_plain_client_and_connection_close_body_gives_a_clear_error
         assert datas(await collect(conn)) == ["a"]
         await conn.close()
         await http.aclose()
+
+
+async def test_abandoned_iterator_does_not_close_the_stream_of_a_newer_one() -> None:
+    steps = [head(), chunk(b"data: a\n\n"), 0.2, chunk(b"data: b\n\n"), b"0\r\n\r\n"]
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        first = await conn.__aiter__().__anext__()  # this iterator is dropped (and finalized) at once
+        rest = await collect(conn)
+        await conn.close()
+    assert first["data"] == "a" and datas(rest) == ["b"]
+    assert len(srv.requests) == 1

@@ -164,6 +164,7 @@ class SSEConnection:
         self._sent_body = False
         self._pending_error: SSEParsingError | None = None
         self._bad_ids_logged: set[str] = set()
+        self._iterations = 0
         # stats and timers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._created = 0.0
@@ -272,6 +273,8 @@ class SSEConnection:
     async def __aiter__(self) -> AsyncIterator[Event]:
         """Yield events until the stream ends for good (or the connection is closed)."""
         next_batch = self._next_batch
+        self._iterations += 1
+        iteration = self._iterations
         try:
             while True:
                 events = await next_batch()
@@ -280,11 +283,13 @@ class SSEConnection:
                 for event in events:
                     yield event
         finally:
-            self._leave()
+            self._leave(iteration)
 
     async def iter_batches(self) -> AsyncIterator[list[Event]]:
         """Yield the list of events each socket read completed (never empty): the fast path for ingestion."""
         next_batch = self._next_batch
+        self._iterations += 1
+        iteration = self._iterations
         try:
             while True:
                 events = await next_batch()
@@ -292,7 +297,7 @@ class SSEConnection:
                     return
                 yield events
         finally:
-            self._leave()
+            self._leave(iteration)
 
     async def iter_json(
         self, done: str | None = "[DONE]", loads: Callable[[str], Any] = _json.loads
@@ -302,6 +307,8 @@ class SSEConnection:
         Events with empty data are skipped. ``loads`` may be e.g. ``orjson.loads``.
         """
         next_batch = self._next_batch
+        self._iterations += 1
+        iteration = self._iterations
         try:
             while True:
                 events = await next_batch()
@@ -315,7 +322,7 @@ class SSEConnection:
                     if data:
                         yield loads(data)
         finally:
-            self._leave()
+            self._leave(iteration)
 
     async def _next_batch(self) -> list[Event] | None:
         """Read until a socket read completes at least one event; None when the stream is over."""
@@ -475,8 +482,9 @@ class SSEConnection:
                 result = await result
             source = result
         last_id = str(self._decoder.last_event_id)
-        if last_id and not _policy.header_value_ok(last_id) and last_id not in self._bad_ids_logged:
-            self._bad_ids_logged.add(last_id)
+        bad = self._bad_ids_logged
+        if last_id and not _policy.header_value_ok(last_id) and last_id not in bad and len(bad) < 16:
+            bad.add(last_id)
             log.warning("sonicsse: last event id %r cannot be sent as a header value; left out", last_id)
         return _policy.build_headers(source, last_id)
 
@@ -609,9 +617,13 @@ class SSEConnection:
         if self._min_timeout is not None:
             self._arm(self._opened_at + self._min_timeout)
 
-    def _leave(self) -> None:
-        """The consumer left an iteration: close the socket now; a later iteration resumes at once."""
-        if self._body is not None:
+    def _leave(self, iteration: int) -> None:
+        """The consumer left an iteration: close the socket now; a later iteration resumes at once.
+
+        Only the latest iteration does: an abandoned older iterator, finalized later, leaves the
+        stream that a newer one reads alone.
+        """
+        if iteration == self._iterations and self._body is not None:
             if self._config.reconnect and self._resumable():
                 self._restart = True
             else:
