@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._parser import IMPLEMENTATION, SSEDecoder
-from ._types import Event
 from ._transport import make_http_client
+from ._types import Event
 from ._version import __version__
 from .client import SSEClient, SSEConnect
 from .connection import SSEConnection, SSEStats
@@ -16,12 +16,12 @@ __all__ = [
     "SSEClient",
     "SSEConnect",
     "SSEConnection",
-    "SSEStats",
     "SSEConnectionError",
     "SSEDecoder",
     "SSEError",
     "SSEParsingError",
     "SSEServerError",
+    "SSEStats",
     "__version__",
     "make_http_client",
 ]
