@@ -200,6 +200,15 @@ cdef class SSEDecoder:
         return self._last_event_id
 
     @property
+    def decode(self):
+        """Whether event data is decoded to str (True) or returned as the raw bytes; may be changed."""
+        return self._decode
+
+    @decode.setter
+    def decode(self, value):
+        self._decode = bool(value)
+
+    @property
     def retry(self):
         """The last valid ``retry:`` value seen, in milliseconds, or None."""
         return self._retry

@@ -695,7 +695,7 @@ def test_sigint_during_the_demo_exits_130() -> None:
 
 
 def test_parse_error_exits_1(server: DemoServer) -> None:
-    """A line over the decoder's limit is a parse error: the events before it are printed, then exit 1."""
+    """A line over the client's limit is a parse error: the events before it are printed, then exit 1."""
     r = cli(f"{server.url}/huge", "--data-only")
     assert r.returncode == 1
     assert r.stdout == "small\n"

@@ -121,13 +121,25 @@ async def test_8_mib_event(one_line: bool) -> None:
 async def test_oversized_line_yields_earlier_events_then_raises() -> None:
     body = b"data: ok\n\ndata: " + b"y" * (2 << 20)
     async with ScriptServer([sse_close(body)]) as srv, SSEClient() as client:
-        conn = await client.connect(srv.url(), reconnect=False)
+        conn = await client.connect(srv.url(), reconnect=False, max_line_size=1 << 20)
         seen: list[str] = []
-        with pytest.raises(SSEParsingError):
+        with pytest.raises(SSEParsingError) as info:
             async for event in conn:
                 seen.append(event["data"])
         await conn.close()
     assert seen == ["ok"]
+    assert info.value.url == srv.url() and srv.url() in str(info.value)  # the error names the request
+
+
+async def test_default_line_limit_admits_multi_megabyte_lines() -> None:
+    # Real APIs put base64 images or tool results on one data line: the client's default allows
+    # a line as long as its event limit (16 MiB), not the bare decoder's 1 MiB.
+    body = b"data: " + b"z" * (5 << 20) + b"\n\n"
+    async with ScriptServer([sse_close(body)]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        sizes = [len(event["data"]) async for event in conn]
+        await conn.close()
+    assert sizes == [5 << 20]
 
 
 # -- scale ----------------------------------------------------------------------------------------

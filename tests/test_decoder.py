@@ -519,3 +519,11 @@ def test_decode_false_dedup_after_reset(decoder_cls: Any) -> None:
     decoder.reset()
     events = decoder.feed(b"data: a\n\ndata: b\n\n")
     assert events == [{"data": b"b", "event": None, "id": None, "retry": None}]
+
+
+def test_decode_can_be_switched_between_events(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    assert decoder.decode is True
+    assert decoder.feed(b"data: a\n\ndata: b") == [ev("a")]
+    decoder.decode = False
+    assert decoder.feed(b"\n\n") == [{"data": b"b", "event": None, "id": None, "retry": None}]

@@ -6,13 +6,16 @@ from ._parser import IMPLEMENTATION, SSEDecoder
 from ._transport import make_http_client
 from ._types import Event
 from ._version import __version__
+from .checkpoint import CheckpointStore, FileCheckpoint
 from .client import SSEClient, SSEConnect
 from .connection import SSEConnection, SSEStats
 from .exceptions import SSEConnectionError, SSEError, SSEParsingError, SSEServerError
 
 __all__ = [
     "IMPLEMENTATION",
+    "CheckpointStore",
     "Event",
+    "FileCheckpoint",
     "SSEClient",
     "SSEConnect",
     "SSEConnection",

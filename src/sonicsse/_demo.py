@@ -23,8 +23,8 @@ Routes (every stream is ``text/event-stream``, chunked, ``Connection: close``):
 ``GET /echo``
     One event carrying the query's ``data`` (and ``event`` type, if given), then the end.
 ``GET /huge``
-    One small event, then one whose single data line is ``size`` bytes long (default 2 MiB, over
-    the decoder's default 1 MiB line limit): a stream that a client must refuse to buffer.
+    One small event, then one whose single data line is ``size`` bytes long (default 17 MiB, over
+    the client's default 16 MiB line limit): a stream that a client must refuse to buffer.
 ``GET /status/<code>``
     An empty response with that status (``/status/204``, ``/status/404``, ``/status/500``...).
 ``GET /redirect?to=<path>``
@@ -322,7 +322,7 @@ class DemoServer:
         await _send(writer, b"")
 
     async def _huge(self, req: DemoRequest, writer: asyncio.StreamWriter) -> None:
-        size = _int(req.query.get("size"), 2 << 20)
+        size = _int(req.query.get("size"), 17 << 20)
         writer.write(_head(200, "text/event-stream"))
         await _send(writer, b"data: small\n\ndata: ")
         piece = b"x" * _WRITE_CHUNK

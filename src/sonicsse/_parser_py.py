@@ -161,6 +161,15 @@ class SSEDecoder:
         return self._last_event_id
 
     @property
+    def decode(self) -> bool:
+        """Whether event data is decoded to str (True) or returned as the raw bytes; may be changed."""
+        return self._decode
+
+    @decode.setter
+    def decode(self, value: bool) -> None:
+        self._decode = bool(value)
+
+    @property
     def retry(self) -> int | None:
         """The last valid ``retry:`` value seen, in milliseconds, or None."""
         return self._retry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as _json
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator, Mapping
 from ssl import SSLContext
 from types import TracebackType
 from typing import Any
@@ -13,7 +13,8 @@ from aiosonic import HTTPClient
 from aiosonic.timeout import Timeouts
 
 from ._transport import DEFAULT_POOL_SIZE, make_http_client
-from ._types import CommentCallback
+from ._types import CommentCallback, Event
+from .checkpoint import CheckpointStore
 from .connection import HeadersArg, SSEConnection, _Config
 
 __all__ = ["SSEClient", "SSEConnect"]
@@ -110,6 +111,15 @@ class SSEClient:
         resume_unsafe: bool = False,
         max_line_size: int | None = None,
         max_event_size: int | None = None,
+        strict: bool = False,
+        event_types: Collection[str] | None = None,
+        decode: bool = True,
+        error_event: str | None = None,
+        done: str | Callable[[Event], bool] | None = None,
+        checkpoint: CheckpointStore | None = None,
+        on_open: Callable[[int, Mapping[str, str]], Any] | None = None,
+        on_retry: Callable[[int, float, BaseException | None], Any] | None = None,
+        on_error: Callable[[BaseException], Any] | None = None,
     ) -> SSEConnect:
         """Open an event stream: ``await`` the result, or use it as ``async with``.
 
@@ -132,8 +142,28 @@ class SSEClient:
                 a reconnect.
             on_comment: called with each comment line's text (e.g. heartbeats).
             resume_unsafe: reconnect non-idempotent requests even without an event id.
-            max_line_size, max_event_size: the decoder's limits in bytes (None: its defaults,
-                1 MiB per line and 16 MiB per event); going over raises SSEParsingError.
+            max_line_size, max_event_size: the limits in bytes of one line and of one event's data
+                (None: 16 MiB each); going over raises SSEParsingError, so memory stays bounded.
+            strict: raise SSEParsingError on malformed input instead of ignoring it as the spec says
+                (aiosonic's raising behaviour).
+            event_types: deliver only events of these types (``"message"`` for events without an
+                ``event:`` field); the others are dropped in the decoder before any object is built.
+            decode: False delivers each event's ``data`` as raw ``bytes`` (no UTF-8 decoding).
+            error_event: an event of this type (e.g. ``"error"``), or a JSON data object with an
+                ``error`` member, raises SSEServerError (with ``error_type``, ``message``,
+                ``retryable``). Off by default; on in :meth:`SSEConnection.iter_json`.
+            done: the end sentinel: a string equal to an event's data (e.g. ``"[DONE]"``), or a
+                predicate on the event. It is not delivered; the iteration ends cleanly there, with no
+                reconnect, and with ``keep_connection`` the connection returns to the pool.
+            checkpoint: a store with ``load()`` and ``save(last_event_id)`` (sync or async, e.g.
+                :class:`sonicsse.FileCheckpoint`): the first ``Last-Event-ID`` comes from ``load()``,
+                and the id of every batch the consumer finished is saved (at most once per socket
+                read), so a restarted process resumes where it stopped.
+            on_open: ``on_open(status, headers)`` after each stream opens.
+            on_retry: ``on_retry(attempt, delay_seconds, cause)`` before each reconnection wait
+                (``cause`` is None when the server ended the stream cleanly).
+            on_error: ``on_error(exc)`` with each failure, whether it is retried or raised.
+                Callbacks may be plain or coroutine functions; an exception in one ends the stream.
 
         Raises:
             SSEConnectionError: the stream could not be opened (with ``reconnect=False``, or for
@@ -181,6 +211,15 @@ class SSEClient:
             resume_unsafe=resume_unsafe,
             max_line_size=max_line_size,
             max_event_size=max_event_size,
+            strict=strict,
+            event_types=event_types,
+            decode=decode,
+            error_event=error_event,
+            done=done,
+            checkpoint=checkpoint,
+            on_open=on_open,
+            on_retry=on_retry,
+            on_error=on_error,
         )
         return SSEConnect(self, config)
 

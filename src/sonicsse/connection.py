@@ -9,7 +9,7 @@ import json as _json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,22 +18,28 @@ from aiosonic import HTTPClient
 from aiosonic.exceptions import ConnectTimeout
 
 from . import _policy
+from ._hooks import call_hook, logger, redact_headers
+from ._inband import error_from_event
 from ._parser import SSEDecoder
 from ._transport import BodyReader, TransportError, open_response
 from ._types import CommentCallback, Event
-from .exceptions import SSEConnectionError, SSEParsingError
+from .exceptions import SSEConnectionError, SSEParsingError, SSEServerError
 
 __all__ = ["HeadersArg", "SSEConnection", "SSEStats"]
 
-log = logging.getLogger("sonicsse")
+log = logger
 
 HeaderPairs = Mapping[str, str] | Iterable[tuple[str, str]]
 #: ``headers=``: a mapping or pairs, or a callable (sync or async) giving them before every attempt.
 HeadersArg = HeaderPairs | Callable[[], HeaderPairs | Awaitable[HeaderPairs]] | None
 
 _MAX_REDIRECTS = 10
-_DEFAULT_MAX_LINE = 1 << 20  # the decoder's defaults
+# A client reads real APIs, which put multi-megabyte values (base64 images, tool results) on one line:
+# a line may be as long as the largest event (the bare decoder keeps its stricter 1 MiB line default).
 _DEFAULT_MAX_EVENT = 16 << 20
+_DEFAULT_MAX_LINE = _DEFAULT_MAX_EVENT
+_DRAIN_WAIT = 1.0  # how long the end of a body after a sentinel may take before the socket is closed
+_DRAIN_BYTES = 64 << 10
 _SNIPPET_CHARS = 200
 _SNIPPET_WAIT = 1.0
 
@@ -111,6 +117,39 @@ class _Config:
     resume_unsafe: bool = False
     max_line_size: int | None = None
     max_event_size: int | None = None
+    strict: bool = False
+    event_types: Collection[str] | None = None
+    decode: bool = True
+    error_event: str | None = None
+    done: str | Callable[[Event], bool] | None = None
+    checkpoint: Any = None
+    on_open: Callable[[int, Mapping[str, str]], Any] | None = None
+    on_retry: Callable[[int, float, BaseException | None], Any] | None = None
+    on_error: Callable[[BaseException], Any] | None = None
+
+
+def _default_loads() -> Callable[[Any], Any]:
+    """orjson.loads when orjson is installed (``sonicsse[fast]``), else json.loads."""
+    try:
+        import orjson
+    except ImportError:
+        return _json.loads
+    loads: Callable[[Any], Any] = orjson.loads
+    return loads
+
+
+def _sentinel_matcher(
+    done: str | Callable[[Event], bool] | None, raw: bool
+) -> Callable[[Event], bool] | None:
+    """A test for the end sentinel: a predicate as given, or equality with the data (bytes when raw)."""
+    if done is None or callable(done):
+        return done
+    value: str | bytes = done.encode() if raw else done
+    return lambda event: event["data"] == value
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -144,13 +183,15 @@ class SSEConnection:
             initial_id = next(
                 (str(v) for k, v in config.headers.items() if k.lower() == "last-event-id"), None
             )
-        self._decoder = SSEDecoder(
-            dedup=config.dedup,
-            last_event_id=(initial_id or "").replace("\0", ""),
-            on_comment=config.on_comment,
-            max_line_size=config.max_line_size or _DEFAULT_MAX_LINE,
-            max_event_size=config.max_event_size or _DEFAULT_MAX_EVENT,
-        )
+        self._decoder = self._make_decoder(initial_id)
+        # end sentinel and in-band errors: looked at only when configured (``_screening``)
+        self._error_event = config.error_event
+        self._is_done = _sentinel_matcher(config.done, raw=not config.decode)
+        self._loads: Callable[[Any], Any] = _json.loads
+        self._screening = bool(self._error_event or self._is_done)
+        self._checkpoint = config.checkpoint
+        self._consumed_id: str | None = None  # the id as of the last batch the consumer finished
+        self._saved_id: str | None = None
         self._body: BodyReader | None = None
         self._last_status: int | None = None
         self._last_headers: Mapping[str, str] = {}
@@ -162,7 +203,8 @@ class SSEConnection:
         self._last_error: _Retryable | None = None
         self._streams_opened = 0
         self._sent_body = False
-        self._pending_error: SSEParsingError | None = None
+        self._pending_error: SSEParsingError | SSEServerError | None = None
+        self._retry_cause: BaseException | None = None
         self._bad_ids_logged: set[str] = set()
         self._iterations = 0
         # stats and timers
@@ -179,6 +221,19 @@ class SSEConnection:
         self._sleeper: asyncio.Future[None] | None = None
         timeouts = [t for t in (config.read_timeout, config.event_timeout, config.first_event_timeout) if t]
         self._min_timeout = min(timeouts) if timeouts else None
+
+    def _make_decoder(self, initial_id: str | None) -> SSEDecoder:
+        cfg = self._config
+        return SSEDecoder(
+            dedup=cfg.dedup,
+            strict=cfg.strict,
+            last_event_id=(initial_id or "").replace("\0", ""),
+            on_comment=cfg.on_comment,
+            max_line_size=cfg.max_line_size or _DEFAULT_MAX_LINE,
+            max_event_size=cfg.max_event_size or _DEFAULT_MAX_EVENT,
+            event_types=cfg.event_types,
+            decode=cfg.decode,
+        )
 
     # -- public state -------------------------------------------------------------------------
 
@@ -228,6 +283,14 @@ class SSEConnection:
         """Open the first stream (called by ``connect()``)."""
         self._loop = asyncio.get_running_loop()
         self._created = self._loop.time()
+        if self._checkpoint is not None and self._config.last_event_id is None:
+            try:
+                loaded = await _maybe_await(self._checkpoint.load())
+            except Exception as exc:
+                raise self._error(f"checkpoint load failed: {exc!r}") from exc
+            if loaded:
+                self._decoder = self._make_decoder(str(loaded))
+                self._saved_id = self._consumed_id = str(loaded)
         try:
             await self._open(immediate=True)
         except BaseException:
@@ -239,6 +302,7 @@ class SSEConnection:
         if self._closed:
             return
         self._closed = True
+        log.debug("sonicsse: closed %s %s", self._config.method.upper(), self._config.url)
         body = self._body
         if body is not None:
             body.interrupt(_Interrupted("closed"))
@@ -300,12 +364,28 @@ class SSEConnection:
             self._leave(iteration)
 
     async def iter_json(
-        self, done: str | None = "[DONE]", loads: Callable[[str], Any] = _json.loads
+        self,
+        done: str | Callable[[Event], bool] | None = "[DONE]",
+        loads: Callable[[Any], Any] | None = None,
     ) -> AsyncIterator[Any]:
-        """Yield each event's data decoded as JSON, stopping (and closing) at the ``done`` sentinel.
+        """Yield each event's data decoded as JSON, ending (and closing) at the ``done`` sentinel.
 
-        Events with empty data are skipped. ``loads`` may be e.g. ``orjson.loads``.
+        The LLM-streaming helper. Events with empty data are skipped. ``loads`` defaults to
+        ``orjson.loads`` when orjson is installed (``sonicsse[fast]``), which is then fed the raw bytes,
+        else ``json.loads``. In-band errors (an ``error`` event, or a JSON object with an ``error``
+        member) raise :class:`SSEServerError`; data that is not JSON raises :class:`SSEParsingError`.
         """
+        auto = loads is None
+        parse: Callable[[Any], Any] = _default_loads() if loads is None else loads
+        raw = auto or parse is _json.loads
+        decoder = self._decoder
+        saved = (decoder.decode, self._error_event, self._is_done, self._loads, self._screening)
+        if raw:
+            decoder.decode = False
+        self._error_event = self._error_event or "error"
+        self._is_done = _sentinel_matcher(done, raw=not decoder.decode) if done is not None else self._is_done
+        self._loads = parse
+        self._screening = True
         next_batch = self._next_batch
         self._iterations += 1
         iteration = self._iterations
@@ -316,16 +396,27 @@ class SSEConnection:
                     return
                 for event in events:
                     data = event["data"]
-                    if data == done:
-                        await self.close()
-                        return
-                    if data:
-                        yield loads(data)
+                    if not data:
+                        continue
+                    try:
+                        value = parse(data)
+                    except ValueError as exc:
+                        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+                        raise SSEParsingError(
+                            f"event data is not JSON: {exc}",
+                            line=text[:80],
+                            method=self._config.method.upper(),
+                            url=self._config.url,
+                        ) from exc
+                    yield value
         finally:
+            decoder.decode, self._error_event, self._is_done, self._loads, self._screening = saved
             self._leave(iteration)
 
     async def _next_batch(self) -> list[Event] | None:
         """Read until a socket read completes at least one event; None when the stream is over."""
+        if self._checkpoint is not None:
+            await self._save_checkpoint()
         if self._pending_error is not None:
             exc, self._pending_error = self._pending_error, None
             raise exc
@@ -349,10 +440,12 @@ class SSEConnection:
                     return None
                 if exc.kind == "restart":
                     continue
+                await self._report(exc.reason, exc)
                 self._end_stream(exc.reason, exc)
                 continue
             except TransportError as exc:
                 self._wait_since = 0.0
+                await self._report(str(exc), exc)
                 self._end_stream(str(exc), exc)
                 continue
             self._wait_since = 0.0
@@ -363,16 +456,87 @@ class SSEConnection:
             try:
                 events = decoder.feed(data)
             except SSEParsingError as exc:
+                # Deliver what came before the bad line first; the error follows on the next call.
                 self._drop_body()
                 decoder.reset()
-                if exc.events:
-                    self._count(exc.events, loop)
-                    self._pending_error = exc
-                    return exc.events
-                raise
+                exc.method, exc.url = self._config.method.upper(), self._config.url
+                await call_hook(self._config.on_error, exc)
+                self._pending_error = exc
+                events = exc.events
+            if events and self._screening:
+                events = await self._screen(events)
             if events:
                 self._count(events, loop)
+                if self._checkpoint is not None:
+                    self._consumed_id = decoder.last_event_id
                 return events
+            if self._pending_error is not None:
+                error, self._pending_error = self._pending_error, None
+                raise error
+
+    async def _screen(self, events: list[Event]) -> list[Event]:
+        """The events before an end sentinel or an in-band error; either one ends the stream."""
+        is_done = self._is_done
+        error_event = self._error_event
+        for index, event in enumerate(events):
+            if is_done is not None and is_done(event):
+                await self._end_at_sentinel()
+                return events[:index]
+            if error_event is not None:
+                cfg = self._config
+                error = error_from_event(
+                    event, error_event, self._loads, method=cfg.method.upper(), url=cfg.url
+                )
+                if error is not None:
+                    self._finished = True
+                    self._drop_body()
+                    await call_hook(cfg.on_error, error)
+                    self._pending_error = error
+                    return events[:index]
+        return events
+
+    async def _end_at_sentinel(self) -> None:
+        """The server said the stream is complete: no reconnect; with ``keep_connection`` the connection
+        goes back to the pool if the body ends promptly, otherwise the socket is closed."""
+        self._finished = True
+        body = self._body
+        if body is not None and self._config.keep_connection and not body.completed:
+            loop = asyncio.get_running_loop()
+            handle = loop.call_later(_DRAIN_WAIT, body.interrupt, TransportError("body did not end"))
+            drained = 0
+            try:
+                while not body.completed and drained <= _DRAIN_BYTES:
+                    data = await body.read()
+                    if not data:
+                        break
+                    drained += len(data)
+            except (TransportError, _Interrupted, OSError):
+                pass
+            finally:
+                handle.cancel()
+        self._drop_body()
+        self._closed = True
+
+    async def _save_checkpoint(self) -> None:
+        """Save the id of the last batch the consumer finished (at most once per socket read)."""
+        last_id = self._consumed_id
+        if last_id is None or last_id == self._saved_id:
+            return
+        try:
+            await _maybe_await(self._checkpoint.save(last_id))
+        except Exception as exc:
+            # Nothing is lost: the store still holds an older id, so a restart delivers these events again.
+            error = self._error(f"checkpoint save failed: {exc!r}")
+            await call_hook(self._config.on_error, error)
+            raise error from exc
+        self._saved_id = last_id
+
+    async def _report(self, reason: str, cause: BaseException) -> None:
+        """Tell ``on_error`` about a stream that broke (whether or not it will be reconnected)."""
+        if self._config.on_error is not None:
+            error = self._error(f"stream failed: {reason}", status=self._last_status)
+            error.__cause__ = cause
+            await call_hook(self._config.on_error, error)
 
     def _count(self, events: list[Event], loop: asyncio.AbstractEventLoop) -> None:
         self._events += len(events)
@@ -394,6 +558,7 @@ class SSEConnection:
         else:
             self._failures += 1
         self._retry_after = None
+        self._retry_cause = cause
         cfg = self._config
         if error is not None:
             self._last_error = _Retryable(error, status=self._last_status)
@@ -443,6 +608,16 @@ class SSEConnection:
                     ) from (last.__cause__ or last) if last is not None else None
                 base = _policy.base_delay_ms(cfg.retry_delay, self._decoder.retry, cfg.max_retry_delay)
                 delay = _policy.reconnect_delay(base, cfg.max_retry_delay, self._failures, self._retry_after)
+                cause = self._retry_cause
+                log.info(
+                    "sonicsse: reconnecting %s %s in %.3f s (attempt %d): %s",
+                    cfg.method.upper(),
+                    cfg.url,
+                    delay,
+                    self._failures + 1,
+                    cause if cause is not None else "the stream ended",
+                )
+                await call_hook(cfg.on_retry, self._failures + 1, delay, cause)
                 await self._sleep(delay)
                 if self._closed:
                     return False
@@ -453,6 +628,11 @@ class SSEConnection:
                 self._failures += 1
                 self._last_error = exc
                 self._retry_after = exc.retry_after
+                self._retry_cause = exc.__cause__ or exc
+                if cfg.on_error is not None:
+                    failure = self._error(exc.reason, status=exc.status, body=exc.body)
+                    failure.__cause__ = exc.__cause__
+                    await call_hook(cfg.on_error, failure)
                 if not cfg.reconnect or not (exc.unprocessed or self._resumable()):
                     self._finished = True
                     raise self._error(exc.reason, status=exc.status, body=exc.body) from exc.__cause__
@@ -498,6 +678,8 @@ class SSEConnection:
             )
         method, url, data, json = cfg.method, cfg.url, cfg.data, cfg.json
         headers = await self._request_headers()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("sonicsse: requesting %s %s headers=%s", method.upper(), url, redact_headers(headers))
         self._decoder.reset()
         for _ in range(_MAX_REDIRECTS + 1):
             try:
@@ -535,6 +717,8 @@ class SSEConnection:
                         status=body.status,
                     )
                 self._stream_opened(body)
+                log.info("sonicsse: connected %s %s (%s)", method.upper(), url, body.status)
+                await call_hook(cfg.on_open, body.status, body.headers)
                 return True
             if action is _policy.Action.END:
                 body.close()
