@@ -8,7 +8,9 @@ Routes (every stream is ``text/event-stream``, chunked, ``Connection: close``):
 
 ``GET|POST /v1/chat/completions`` (any method)
     An OpenAI-style token stream: ``chat.completion.chunk`` JSON events, then ``data: [DONE]``.
-    Query: ``delay`` (ms between tokens; default: the server's ``token_delay``).
+    Query: ``delay`` (ms between tokens; default: the server's ``token_delay``); ``error`` (an error
+    type such as ``overloaded_error``: after ``error_after`` tokens, default 3, the stream carries an
+    in-band ``event: error`` with an Anthropic-style JSON body instead of finishing).
 ``GET /bulk``
     A burst of small ``tick`` events written in 64 KiB chunks.  Query: ``n`` (events, default
     10000), ``size`` (bytes of padding per event, default 32).
@@ -278,8 +280,15 @@ class DemoServer:
             }
             return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
+        error_type = req.query.get("error")
+        error_after = _int(req.query.get("error_after"), 3)
         await _send(writer, chunk({"role": "assistant", "content": ""}))
-        for token in chat_tokens():
+        for index, token in enumerate(chat_tokens()):
+            if error_type and index == error_after:
+                error = {"type": "error", "error": {"type": error_type, "message": "the demo server failed"}}
+                await _send(writer, b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n")
+                await _send(writer, b"")
+                return
             if delay:
                 await asyncio.sleep(delay)
             await _send(writer, chunk({"content": token}))

@@ -158,7 +158,9 @@ class SSEClient:
             checkpoint: a store with ``load()`` and ``save(last_event_id)`` (sync or async, e.g.
                 :class:`sonicsse.FileCheckpoint`): the first ``Last-Event-ID`` comes from ``load()``,
                 and the id of every batch the consumer finished is saved (at most once per socket
-                read), so a restarted process resumes where it stopped.
+                read), so a restarted process resumes where it stopped. A batch is finished when the
+                next one is asked for: the one in hand when iteration stops is delivered again after a
+                restart (at least once, never lost).
             on_open: ``on_open(status, headers)`` after each stream opens.
             on_retry: ``on_retry(attempt, delay_seconds, cause)`` before each reconnection wait
                 (``cause`` is None when the server ended the stream cleanly).
