@@ -627,6 +627,8 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
         async with _client_mod.SSEClient() as client:
             while True:
                 kwargs = dict(request)
+                if wanted:
+                    kwargs["event_types"] = wanted  # dropped in the decoder, before any object is built
                 if fail_fast:
                     kwargs["max_retries"] = 0
                 conn: Any = None
@@ -634,8 +636,6 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
                     async with client.connect(**kwargs) as conn:
                         totals.current = conn
                         async for batch in conn.iter_batches():
-                            if wanted:
-                                batch = [e for e in batch if (e["event"] or "message") in wanted]
                             if limit is not None and printed + len(batch) >= limit:
                                 batch = batch[: limit - printed]
                                 emit(batch)
