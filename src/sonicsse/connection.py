@@ -9,7 +9,16 @@ import json as _json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -336,6 +345,7 @@ class SSEConnection:
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         """Yield events until the stream ends for good (or the connection is closed)."""
+        # Not built on iter_batches(): one generator per event is the hot path of token streams.
         next_batch = self._next_batch
         self._iterations += 1
         iteration = self._iterations
@@ -349,7 +359,7 @@ class SSEConnection:
         finally:
             self._leave(iteration)
 
-    async def iter_batches(self) -> AsyncIterator[list[Event]]:
+    async def iter_batches(self) -> AsyncGenerator[list[Event], None]:
         """Yield the list of events each socket read completed (never empty): the fast path for ingestion."""
         next_batch = self._next_batch
         self._iterations += 1
@@ -367,7 +377,7 @@ class SSEConnection:
         self,
         done: str | Callable[[Event], bool] | None = "[DONE]",
         loads: Callable[[Any], Any] | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Yield each event's data decoded as JSON, ending (and closing) at the ``done`` sentinel.
 
         The LLM-streaming helper. Events with empty data are skipped. ``loads`` defaults to
@@ -386,32 +396,26 @@ class SSEConnection:
         self._is_done = _sentinel_matcher(done, raw=not decoder.decode) if done is not None else self._is_done
         self._loads = parse
         self._screening = True
-        next_batch = self._next_batch
-        self._iterations += 1
-        iteration = self._iterations
         try:
-            while True:
-                events = await next_batch()
-                if events is None:
-                    return
-                for event in events:
-                    data = event["data"]
-                    if not data:
-                        continue
-                    try:
-                        value = parse(data)
-                    except ValueError as exc:
-                        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-                        raise SSEParsingError(
-                            f"event data is not JSON: {exc}",
-                            line=text[:80],
-                            method=self._config.method.upper(),
-                            url=self._config.url,
-                        ) from exc
-                    yield value
+            async with contextlib.aclosing(self.iter_batches()) as batches:
+                async for events in batches:
+                    for event in events:
+                        data = event["data"]
+                        if not data:
+                            continue
+                        try:
+                            value = parse(data)
+                        except ValueError as exc:
+                            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+                            raise SSEParsingError(
+                                f"event data is not JSON: {exc}",
+                                line=text[:80],
+                                method=self._config.method.upper(),
+                                url=self._config.url,
+                            ) from exc
+                        yield value
         finally:
             decoder.decode, self._error_event, self._is_done, self._loads, self._screening = saved
-            self._leave(iteration)
 
     async def _next_batch(self) -> list[Event] | None:
         """Read until a socket read completes at least one event; None when the stream is over."""
