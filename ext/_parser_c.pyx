@@ -20,10 +20,17 @@ from sonicsse.exceptions import SSEParsingError
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    dict PyDict_Copy(object d)
+    int PyDict_SetItem(object d, object key, object value) except -1
+
+# Every event dict is a copy of this template with its values replaced: copying a small clean dict
+# clones its key table in one memcpy, cheaper than building the table key by key.
+cdef dict EVENT_TEMPLATE = {"data": None, "event": None, "id": None, "retry": None}
 
 cdef const char* BOM = b"\xef\xbb\xbf"
 cdef Py_ssize_t SHOWN_LINE_CHARS = 80
 cdef Py_ssize_t EVENT_TYPE_CACHE_SIZE = 64
+cdef Py_ssize_t RECENT_TYPES = 8
 
 
 cdef struct Buf:
@@ -121,11 +128,13 @@ cdef class SSEDecoder:
     cdef str _id_buffer
     cdef str _last_event_id
     cdef object _retry
-    cdef bytes _type_raw        # the last event type seen, raw and decoded: most streams repeat it
-    cdef str _type_str
+    cdef list _type_raws        # recent event types, raw and decoded: streams repeat a few names
+    cdef list _type_strs
+    cdef Py_ssize_t _type_next  # the slot the next new name takes once all are used
     cdef dict _type_cache
     cdef list _ring
     cdef Py_ssize_t _ring_pos
+    cdef Py_ssize_t _ring_size
     cdef set _seen_ids
     cdef object _last_data
 
@@ -172,11 +181,13 @@ cdef class SSEDecoder:
         self._retry = None
         self._ring = [None] * dedup_window
         self._ring_pos = 0
+        self._ring_size = dedup_window
         self._seen_ids = set()
         self._last_data = None
         self._type_cache = {}
-        self._type_raw = None
-        self._type_str = None
+        self._type_raws = []
+        self._type_strs = []
+        self._type_next = 0
         self._after_reset = False
         self._start_stream()
 
@@ -440,25 +451,32 @@ cdef class SSEDecoder:
     cdef str _intern_type(self, const char* p, Py_ssize_t n):
         cdef bytes raw
         cdef str name
-        if (
-            self._type_raw is not None
-            and PyBytes_GET_SIZE(self._type_raw) == n
-            and memcmp(PyBytes_AS_STRING(self._type_raw), p, n) == 0
-        ):
-            return self._type_str
+        cdef Py_ssize_t i
+        cdef list raws = self._type_raws
+        # A few names recur: compare the raw bytes with the recent ones before making any object.
+        for i in range(len(raws)):
+            raw = <bytes>raws[i]
+            if PyBytes_GET_SIZE(raw) == n and memcmp(PyBytes_AS_STRING(raw), p, n) == 0:
+                return <str>self._type_strs[i]
         raw = PyBytes_FromStringAndSize(p, n)
         name = self._type_cache.get(raw)
         if name is None:
             name = PyUnicode_DecodeUTF8(p, n, "replace")
             if len(self._type_cache) < EVENT_TYPE_CACHE_SIZE:
                 self._type_cache[raw] = name
-        self._type_raw = raw
-        self._type_str = name
+        if len(raws) < RECENT_TYPES:
+            raws.append(raw)
+            self._type_strs.append(name)
+        else:
+            raws[self._type_next] = raw
+            self._type_strs[self._type_next] = name
+            self._type_next = (self._type_next + 1) % RECENT_TYPES
         return name
 
     cdef int _dispatch(self, list events) except -1:
         cdef object data = None
         cdef object event_type, event_id, event_retry
+        cdef dict event
         cdef bint first_after_reset
         self._last_event_id = self._id_buffer
         event_type = self._event_type
@@ -488,28 +506,37 @@ cdef class SSEDecoder:
         if self._dedup:
             first_after_reset = self._after_reset
             self._after_reset = False
-            if event_id:
-                if event_id in self._seen_ids:
+            if event_id and self._ring_size:
+                if not self._remember_id(event_id):
                     return 0
-                self._remember_id(event_id)
             elif first_after_reset and data == self._last_data:
                 return 0
             self._last_data = data
-        events.append({"data": data, "event": event_type, "id": event_id, "retry": event_retry})
+        event = PyDict_Copy(EVENT_TEMPLATE)
+        PyDict_SetItem(event, "data", data)
+        if event_type is not None:
+            PyDict_SetItem(event, "event", event_type)
+        if event_id is not None:
+            PyDict_SetItem(event, "id", event_id)
+        if event_retry is not None:
+            PyDict_SetItem(event, "retry", event_retry)
+        events.append(event)
         return 0
 
     cdef int _remember_id(self, object event_id) except -1:
-        cdef Py_ssize_t size = len(self._ring)
+        """Add an id to the window; 0 when it was already there (a duplicate), else 1."""
+        cdef set seen = self._seen_ids
+        cdef Py_ssize_t before = len(seen)
         cdef object evicted
-        if size == 0:
+        seen.add(event_id)  # one hash lookup answers "seen before?" and remembers it
+        if len(seen) == before:
             return 0
         evicted = self._ring[self._ring_pos]
         if evicted is not None:
-            self._seen_ids.discard(evicted)
+            seen.discard(evicted)
         self._ring[self._ring_pos] = event_id
-        self._ring_pos = (self._ring_pos + 1) % size
-        self._seen_ids.add(event_id)
-        return 0
+        self._ring_pos = (self._ring_pos + 1) % self._ring_size
+        return 1
 
 
 cdef inline bint all_digits(const char* p, Py_ssize_t n) noexcept:
