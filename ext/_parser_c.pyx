@@ -13,6 +13,7 @@ event, so the only Python objects made per event are the ones the event dict hol
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
 from libc.string cimport memchr, memcmp, memcpy
 
 from sonicsse._parser_py import _event_type_filter
@@ -135,6 +136,8 @@ cdef class SSEDecoder:
     cdef list _ring
     cdef Py_ssize_t _ring_pos
     cdef Py_ssize_t _ring_size
+    cdef bint _ascending        # every id in the window is a canonical decimal, each larger than the last
+    cdef str _last_id           # the largest id of the window while _ascending
     cdef set _seen_ids
     cdef object _last_data
 
@@ -182,6 +185,8 @@ cdef class SSEDecoder:
         self._ring = [None] * dedup_window
         self._ring_pos = 0
         self._ring_size = dedup_window
+        self._ascending = True
+        self._last_id = None
         self._seen_ids = set()
         self._last_data = None
         self._type_cache = {}
@@ -506,8 +511,8 @@ cdef class SSEDecoder:
         if self._dedup:
             first_after_reset = self._after_reset
             self._after_reset = False
-            if event_id and self._ring_size:
-                if not self._remember_id(event_id):
+            if event_id:
+                if self._ring_size and not self._remember_id(event_id):
                     return 0
             elif first_after_reset and data == self._last_data:
                 return 0
@@ -523,11 +528,23 @@ cdef class SSEDecoder:
         events.append(event)
         return 0
 
-    cdef int _remember_id(self, object event_id) except -1:
+    cdef int _remember_id(self, str event_id) except -1:
         """Add an id to the window; 0 when it was already there (a duplicate), else 1."""
-        cdef set seen = self._seen_ids
-        cdef Py_ssize_t before = len(seen)
+        cdef set seen
+        cdef Py_ssize_t before
         cdef object evicted
+        if self._ascending:
+            # Most streams number their events: an id larger than every id in the window cannot be
+            # in it, so no set is needed until an id breaks the pattern.
+            if is_decimal(event_id) and (self._last_id is None or decimal_greater(event_id, self._last_id)):
+                self._last_id = event_id
+                self._ring[self._ring_pos] = event_id
+                self._ring_pos = (self._ring_pos + 1) % self._ring_size
+                return 1
+            self._ascending = False
+            self._seen_ids = {known for known in self._ring if known is not None}
+        seen = self._seen_ids
+        before = len(seen)
         seen.add(event_id)  # one hash lookup answers "seen before?" and remembers it
         if len(seen) == before:
             return 0
@@ -537,6 +554,27 @@ cdef class SSEDecoder:
         self._ring[self._ring_pos] = event_id
         self._ring_pos = (self._ring_pos + 1) % self._ring_size
         return 1
+
+
+cdef bint is_decimal(str text) noexcept:
+    """A canonical non-negative decimal: ASCII digits, no leading zero (but "0")."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text)
+    cdef const char* p
+    if n == 0 or PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return False
+    p = <const char*>PyUnicode_DATA(text)
+    if p[0] == b'0' and n > 1:
+        return False
+    return all_digits(p, n)
+
+
+cdef inline bint decimal_greater(str a, str b) noexcept:
+    """a > b for two canonical decimals."""
+    cdef Py_ssize_t na = PyUnicode_GET_LENGTH(a)
+    cdef Py_ssize_t nb = PyUnicode_GET_LENGTH(b)
+    if na != nb:
+        return na > nb
+    return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), na) > 0
 
 
 cdef inline bint all_digits(const char* p, Py_ssize_t n) noexcept:

@@ -527,3 +527,21 @@ def test_decode_can_be_switched_between_events(decoder_cls: Any) -> None:
     assert decoder.feed(b"data: a\n\ndata: b") == [ev("a")]
     decoder.decode = False
     assert decoder.feed(b"\n\n") == [{"data": b"b", "event": None, "id": None, "retry": None}]
+
+
+@pytest.mark.parametrize(
+    ("ids", "kept"),
+    [
+        (["1", "2", "3", "2", "4"], ["1", "2", "3", "4"]),  # an older numeric id is a replay
+        (["9", "10", "9", "11"], ["9", "10", "11"]),  # numeric, not lexicographic, order
+        (["1", "01", "1", "a", "1"], ["1", "01", "a"]),  # "01" is another id than "1"
+        (["5", "x", "6", "x", "5"], ["5", "x", "6"]),
+        (["3", "3"], ["3"]),
+        (["1", "2", "3", "4", "1"], ["1", "2", "3", "4", "1"]),  # 1 left the window of 3
+        (["2", "1", "3", "2"], ["2", "1", "3"]),
+    ],
+)
+def test_dedup_window_over_numeric_and_other_ids(decoder_cls: Any, ids: list[str], kept: list[str]) -> None:
+    decoder = decoder_cls(dedup=True, dedup_window=3)
+    stream = b"".join(b"id: %s\ndata: x\n\n" % i.encode() for i in ids)
+    assert [e["id"] for e in decode(decoder, stream)] == kept

@@ -127,3 +127,26 @@ def test_reference_agrees_on_known_tricky_stream(cls: Any) -> None:
     expected = reference(stream)
     assert expected[0] == [{"data": "a", "event": None, "id": None, "retry": None}]
     assert run(cls, [stream[i : i + 1] for i in range(len(stream))])[::2] == (expected[0], expected[1])
+
+
+numeric_ids = st.lists(
+    st.one_of(st.integers(0, 30).map(str), st.sampled_from(["007", "00", "x", "", "1e3", "\u0661"])),
+    max_size=40,
+)
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="needs the compiled decoder")
+@SETTINGS
+@given(numeric_ids, st.integers(0, 5), st.sets(st.integers(0, 40), max_size=4))
+def test_twins_agree_on_dedup_of_numbered_streams(ids: list[str], window: int, resets: set[int]) -> None:
+    """Mostly ascending numeric ids (the compiled twin's fast path), with replays and resets."""
+    outcomes = []
+    for cls in IMPLEMENTATIONS:
+        decoder = cls(dedup=True, dedup_window=window)
+        kept = []
+        for index, event_id in enumerate(ids):
+            if index in resets:
+                decoder.reset()
+            kept += [e["id"] for e in decoder.feed(f"id: {event_id}\ndata: d\n\n".encode())]
+        outcomes.append(kept)
+    assert outcomes[0] == outcomes[1]
