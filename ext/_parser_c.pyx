@@ -16,7 +16,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
 from libc.string cimport memchr, memcmp, memcpy
 
-from sonicsse._parser_py import _event_type_filter
+from sonicsse._parser_py import _event_type_filter, _parse_retry, _size_limit
 from sonicsse.exceptions import SSEParsingError
 
 cdef extern from "Python.h":
@@ -114,6 +114,7 @@ cdef class SSEDecoder:
     cdef bint _skip_lf
     cdef bint _bom_pending
     cdef bint _failed
+    cdef bint _feeding          # inside feed(): reset() and feed() from a callback would corrupt the scan
     cdef bint _strict
     cdef bint _dedup
     cdef bint _after_reset
@@ -167,8 +168,8 @@ cdef class SSEDecoder:
             raise TypeError("last_event_id must be a str")
         if "\0" in last_event_id:
             raise ValueError("last_event_id must not contain NUL")
-        if max_line_size < 1 or max_event_size < 1:
-            raise ValueError("max_line_size and max_event_size must be positive")
+        max_line_size = _size_limit(max_line_size)
+        max_event_size = _size_limit(max_event_size)
         if dedup_window < 0:
             raise ValueError("dedup_window must not be negative")
         if on_comment is not None and not callable(on_comment):
@@ -194,6 +195,7 @@ cdef class SSEDecoder:
         self._type_strs = []
         self._type_next = 0
         self._after_reset = False
+        self._feeding = False
         self._start_stream()
 
     cdef void _start_stream(self) noexcept:
@@ -232,8 +234,11 @@ cdef class SSEDecoder:
     def reset(self):
         """Start a new stream (a reconnect): drop the partial line and event, expect a BOM again.
 
-        ``last_event_id``, ``retry`` and the dedup memory are kept.
+        ``last_event_id``, ``retry`` and the dedup memory are kept. Not allowed while :meth:`feed` runs
+        (from ``on_comment``): the rest of that chunk belongs to the old stream.
         """
+        if self._feeding:
+            raise RuntimeError("reset() cannot be called while feed() is running (e.g. from on_comment)")
         self._start_stream()
         self._after_reset = True
 
@@ -248,7 +253,14 @@ cdef class SSEDecoder:
         cdef list events = []
         if self._failed:
             raise SSEParsingError("the decoder failed earlier; call reset() before feeding it again")
-        PyObject_GetBuffer(chunk, &view, PyBUF_SIMPLE)
+        if self._feeding:
+            raise RuntimeError("feed() cannot be called while feed() is running (e.g. from on_comment)")
+        try:
+            PyObject_GetBuffer(chunk, &view, PyBUF_SIMPLE)
+        except BufferError:
+            chunk = memoryview(chunk).tobytes()  # a non-contiguous buffer: one contiguous copy
+            PyObject_GetBuffer(chunk, &view, PyBUF_SIMPLE)
+        self._feeding = True
         try:
             self._feed(<const char*>view.buf, view.len, events)
         except SSEParsingError as exc:
@@ -259,6 +271,7 @@ cdef class SSEDecoder:
             self._fail()
             raise
         finally:
+            self._feeding = False
             PyBuffer_Release(&view)
         return events
 
@@ -384,6 +397,7 @@ cdef class SSEDecoder:
         cdef const char* colon
         cdef const char* value
         cdef Py_ssize_t name_len, value_len, size
+        cdef object retry
         cdef Buf spare
         if n == 0:
             return self._dispatch(events)
@@ -445,8 +459,11 @@ cdef class SSEDecoder:
                 self._id_buffer = self._event_id
         elif name_len == 5 and memcmp(p, b"retry", 5) == 0:
             if value_len and all_digits(value, value_len):
-                self._event_retry = parse_digits(value, value_len)
-                self._retry = self._event_retry
+                retry = parse_digits(value, value_len)
+                if retry is not None:
+                    self._event_retry = self._retry = retry
+                elif self._strict:
+                    self._malformed("retry has too many digits", p, n)
             elif self._strict:
                 self._malformed("retry is not all ASCII digits", p, n)
         elif self._strict and colon == NULL:
@@ -589,7 +606,7 @@ cdef object parse_digits(const char* p, Py_ssize_t n):
     cdef long long value = 0
     cdef Py_ssize_t i
     if n > 18:
-        return int(PyBytes_FromStringAndSize(p, n))
+        return _parse_retry(PyBytes_FromStringAndSize(p, n))
     for i in range(n):
         value = value * 10 + (p[i] - 48)
     return value

@@ -6,6 +6,7 @@ the incremental decoders it checks (tests/test_decoder_differential.py and tests
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -49,5 +50,7 @@ def reference(stream: bytes, last_event_id: str = "") -> tuple[list[dict[str, An
             if "\0" not in value:
                 id_buffer = own_id = value
         elif field == "retry" and value and all("0" <= c <= "9" for c in value):
-            retry = own_retry = int(value)
+            # A value with more digits than int() converts (sys.get_int_max_str_digits()) is ignored.
+            with contextlib.suppress(ValueError):
+                retry = own_retry = int(value)
     return events, last_event_id, retry

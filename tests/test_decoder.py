@@ -545,3 +545,50 @@ def test_dedup_window_over_numeric_and_other_ids(decoder_cls: Any, ids: list[str
     decoder = decoder_cls(dedup=True, dedup_window=3)
     stream = b"".join(b"id: %s\ndata: x\n\n" % i.encode() for i in ids)
     assert [e["id"] for e in decode(decoder, stream)] == kept
+
+
+def test_retry_with_more_digits_than_int_converts_is_ignored(decoder_cls: Any) -> None:
+    """Python refuses to turn over 4,300 digits into an int (the conversion is quadratic): no ValueError
+    escapes, the field is ignored (no wait that long could happen anyway), strict mode names it."""
+    huge = b"9" * 5000
+    decoder = decoder_cls()
+    assert decoder.feed(b"retry: 10\n\nretry: " + huge + b"\ndata: a\n\n") == [ev("a")]
+    assert decoder.retry == 10
+    longest = b"1" + b"0" * 4299  # exactly the default limit still converts
+    assert decoder.feed(b"retry: " + longest + b"\ndata: b\n\n") == [ev("b", retry=int(longest))]
+    with pytest.raises(SSEParsingError, match="too many digits"):
+        decoder_cls(strict=True).feed(b"retry: " + huge + b"\n")
+
+
+def test_reset_from_inside_feed_is_refused(decoder_cls: Any) -> None:
+    """reset() (or feed()) from on_comment would mix the old chunk's rest into the new stream."""
+    decoder = decoder_cls(on_comment=lambda text: decoder.reset())
+    with pytest.raises(RuntimeError, match="while feed"):
+        decoder.feed(b":ping\n" + b"x" * 4000)
+    decoder.reset()  # allowed again once feed() has returned
+    assert decoder.feed(b"data: ok\n\n") == [ev("ok")]
+    reentrant = decoder_cls(on_comment=lambda text: reentrant.feed(b"data: x\n\n"))
+    with pytest.raises(RuntimeError, match="while feed"):
+        reentrant.feed(b":ping\n")
+
+
+def test_any_buffer_is_accepted_and_other_types_are_refused(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    strided = memoryview(b"dxaxtxax:x xax\nx\nx")[::2]  # non-contiguous: b"data: a\n\n"
+    assert decoder.feed(strided) == [ev("a")]
+    assert decoder.feed(bytearray(b"data: b\n\n")) == [ev("b")]
+    for wrong in (3, "data: c\n\n", None):
+        with pytest.raises(TypeError):
+            decoder.feed(wrong)
+    assert decoder.feed(b"data: c\n\n") == [ev("c")]  # a refused argument does not fail the decoder
+
+
+@pytest.mark.parametrize("limit", [1.5, "10", None])
+def test_size_limits_must_be_integers(decoder_cls: Any, limit: Any) -> None:
+    with pytest.raises(TypeError):
+        decoder_cls(max_line_size=limit)
+
+
+def test_size_limit_beyond_the_address_space_means_no_limit(decoder_cls: Any) -> None:
+    decoder = decoder_cls(max_line_size=1 << 70, max_event_size=1 << 70)
+    assert decoder.feed(b"data: " + b"x" * 100 + b"\n\n") == [ev("x" * 100)]

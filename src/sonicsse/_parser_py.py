@@ -11,7 +11,9 @@ an ASCII byte into an invalid sequence, so the U+FFFD replacements come out the 
 
 from __future__ import annotations
 
+import operator
 import re
+import sys
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -38,6 +40,27 @@ def _event_type_filter(event_types: Collection[str] | None) -> frozenset[str] | 
     if not all(isinstance(name, str) for name in types):
         raise TypeError("event_types must contain only str")
     return types
+
+
+def _size_limit(value: int) -> int:
+    """Validate a size limit: a positive integer; anything above ``sys.maxsize`` means no limit."""
+    limit = operator.index(value)
+    if limit < 1:
+        raise ValueError("max_line_size and max_event_size must be positive")
+    return min(limit, sys.maxsize)
+
+
+def _parse_retry(digits: bytes) -> int | None:
+    """A ``retry:`` value of ASCII digits as an int; None when it has more digits than ``int()`` converts.
+
+    Python refuses to convert more than ``sys.get_int_max_str_digits()`` digits (4,300 by default)
+    because the conversion is quadratic. Such a delay (over 10**4300 ms) cannot be waited anyway: the
+    field is ignored, as browsers ignore a value that overflows their integer type.
+    """
+    try:
+        return int(digits)
+    except ValueError:
+        return None
 
 
 def _shown(line: bytes) -> str:
@@ -82,6 +105,7 @@ class SSEDecoder:
         "_event_type",
         "_event_types",
         "_failed",
+        "_feeding",
         "_has_data",
         "_id_buffer",
         "_last_data",
@@ -116,8 +140,8 @@ class SSEDecoder:
             raise TypeError("last_event_id must be a str")
         if "\0" in last_event_id:
             raise ValueError("last_event_id must not contain NUL")
-        if max_line_size < 1 or max_event_size < 1:
-            raise ValueError("max_line_size and max_event_size must be positive")
+        max_line_size = _size_limit(max_line_size)
+        max_event_size = _size_limit(max_event_size)
         if dedup_window < 0:
             raise ValueError("dedup_window must not be negative")
         if on_comment is not None and not callable(on_comment):
@@ -127,8 +151,8 @@ class SSEDecoder:
         self._dedup = bool(dedup)
         self._strict = bool(strict)
         self._on_comment = on_comment
-        self._max_line_size = int(max_line_size)
-        self._max_event_size = int(max_event_size)
+        self._max_line_size = max_line_size
+        self._max_event_size = max_event_size
         self._last_event_id = last_event_id
         self._retry: int | None = None
         self._ring: list[str | None] = [None] * dedup_window
@@ -137,6 +161,7 @@ class SSEDecoder:
         self._last_data: str | bytes | None = None
         self._type_cache: dict[bytes, str] = {}
         self._after_reset = False
+        self._feeding = False
         self._start_stream()
 
     def _start_stream(self) -> None:
@@ -177,8 +202,11 @@ class SSEDecoder:
     def reset(self) -> None:
         """Start a new stream (a reconnect): drop the partial line and event, expect a BOM again.
 
-        ``last_event_id``, ``retry`` and the dedup memory are kept.
+        ``last_event_id``, ``retry`` and the dedup memory are kept. Not allowed while :meth:`feed` runs
+        (from ``on_comment``): the rest of that chunk belongs to the old stream.
         """
+        if self._feeding:
+            raise RuntimeError("reset() cannot be called while feed() is running (e.g. from on_comment)")
         self._start_stream()
         self._after_reset = True
 
@@ -191,9 +219,14 @@ class SSEDecoder:
         """
         if self._failed:
             raise SSEParsingError("the decoder failed earlier; call reset() before feeding it again")
+        if self._feeding:
+            raise RuntimeError("feed() cannot be called while feed() is running (e.g. from on_comment)")
+        # Any buffer, also a non-contiguous one; never an int (bytes(3) would be three NULs) or a str.
+        data = chunk if type(chunk) is bytes else memoryview(chunk).tobytes()
         events: list[Event] = []
+        self._feeding = True
         try:
-            self._feed(bytes(chunk), events)
+            self._feed(data, events)
         except SSEParsingError as exc:
             exc.events = events
             self._fail()
@@ -201,6 +234,8 @@ class SSEDecoder:
         except BaseException:
             self._fail()
             raise
+        finally:
+            self._feeding = False
         return events
 
     def _fail(self) -> None:
@@ -341,7 +376,11 @@ class SSEDecoder:
             # integer in base ten, and set the event stream's reconnection time to that integer.
             # Otherwise, ignore the field."
             if value.isdigit():
-                self._retry = self._event_retry = int(value)
+                retry = _parse_retry(value)
+                if retry is not None:
+                    self._retry = self._event_retry = retry
+                elif self._strict:
+                    self._malformed("retry has too many digits", line, buf, index)
             elif self._strict:
                 self._malformed("retry is not all ASCII digits", line, buf, index)
         elif self._strict and not colon:
