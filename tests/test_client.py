@@ -404,6 +404,44 @@ async def test_heartbeats_keep_read_timeout_but_not_event_timeout() -> None:
     assert "ping" in comments
 
 
+async def test_on_comment_error_is_raised_after_the_events_before_it() -> None:
+    """A failing comment callback must not lose the events of the same read, nor move the resume point
+    past undelivered events."""
+    body = b"id: 1\ndata: a\n\n: boom\nid: 2\ndata: b\n\n"
+
+    def on_comment(text: str) -> None:
+        raise ValueError(f"callback failed on {text!r}")
+
+    async with (
+        ScriptServer([sse_chunked(body)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, on_comment=on_comment) as conn,
+    ):
+        events: list[dict[str, Any]] = []
+        with pytest.raises(ValueError, match="boom"):
+            async for event in conn:
+                events.append(dict(event))
+    assert [e["id"] for e in events] == ["1", "2"]
+    assert conn.last_event_id == "2"
+
+
+async def test_async_on_comment_is_awaited_in_order() -> None:
+    seen: list[str] = []
+
+    async def on_comment(text: str) -> None:
+        await asyncio.sleep(0)
+        seen.append(text)
+
+    body = b": one\ndata: a\n\n: two\n: three\ndata: b\n\n"
+    async with (
+        ScriptServer([sse_chunked(body)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, on_comment=on_comment) as conn,
+    ):
+        assert datas(await collect(conn)) == ["a", "b"]
+    assert seen == ["one", "two", "three"]
+
+
 async def test_first_event_timeout() -> None:
     async with (
         ScriptServer([[head(), STALL]]) as srv,

@@ -140,7 +140,9 @@ class SSEClient:
             first_event_timeout: seconds to wait for the first event after each (re)connect.
             dedup: drop events whose id was seen recently, and the replay of the last event after
                 a reconnect.
-            on_comment: called with each comment line's text (e.g. heartbeats).
+            on_comment: called with each comment line's text (e.g. heartbeats); a plain or a coroutine
+                function. An exception from it is raised to the iterating code after the events read
+                before the comment were delivered.
             resume_unsafe: reconnect non-idempotent requests even without an event id.
             max_line_size, max_event_size: the limits in bytes of one line and of one event's data
                 (None: 16 MiB each); going over raises SSEParsingError, so memory stays bounded.

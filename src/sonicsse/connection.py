@@ -32,7 +32,7 @@ from ._inband import error_from_event
 from ._parser import SSEDecoder
 from ._transport import BodyReader, TransportError, open_response
 from ._types import CommentCallback, Event
-from .exceptions import SSEConnectionError, SSEParsingError, SSEServerError
+from .exceptions import SSEConnectionError, SSEParsingError
 
 __all__ = ["HeadersArg", "SSEConnection", "SSEStats"]
 
@@ -212,7 +212,8 @@ class SSEConnection:
         self._last_error: _Retryable | None = None
         self._streams_opened = 0
         self._sent_body = False
-        self._pending_error: SSEParsingError | SSEServerError | None = None
+        self._pending_error: BaseException | None = None
+        self._comment_results: list[Awaitable[Any]] = []  # from an async on_comment, awaited per read
         self._retry_cause: BaseException | None = None
         self._bad_ids_logged: set[str] = set()
         self._iterations = 0
@@ -237,7 +238,7 @@ class SSEConnection:
             dedup=cfg.dedup,
             strict=cfg.strict,
             last_event_id=(initial_id or "").replace("\0", ""),
-            on_comment=cfg.on_comment,
+            on_comment=self._on_comment if cfg.on_comment is not None else None,
             max_line_size=cfg.max_line_size or _DEFAULT_MAX_LINE,
             max_event_size=cfg.max_event_size or _DEFAULT_MAX_EVENT,
             event_types=cfg.event_types,
@@ -467,6 +468,8 @@ class SSEConnection:
                 await call_hook(self._config.on_error, exc)
                 self._pending_error = exc
                 events = exc.events
+            if self._comment_results:
+                await self._await_comments()
             if events and self._screening:
                 events = await self._screen(events)
             if events:
@@ -477,6 +480,37 @@ class SSEConnection:
             if self._pending_error is not None:
                 error, self._pending_error = self._pending_error, None
                 raise error
+
+    def _on_comment(self, text: str) -> None:
+        """The decoder's comment callback: the user's, kept from interrupting a feed.
+
+        An exception from it would leave the events decoded before the comment undelivered while the
+        resume point moved past them; it is raised after those events are delivered instead. What an
+        async callback returns is awaited after the read, before its events are delivered.
+        """
+        if self._pending_error is not None:
+            return
+        callback = self._config.on_comment
+        assert callback is not None
+        try:
+            result = callback(text)
+        except Exception as exc:
+            self._pending_error = exc
+            return
+        if inspect.isawaitable(result):
+            self._comment_results.append(result)
+
+    async def _await_comments(self) -> None:
+        results, self._comment_results = self._comment_results, []
+        for result in results:
+            if self._pending_error is not None:
+                if inspect.iscoroutine(result):
+                    result.close()  # never awaited: no "coroutine was never awaited" warning
+                continue
+            try:
+                await result
+            except Exception as exc:
+                self._pending_error = exc
 
     async def _screen(self, events: list[Event]) -> list[Event]:
         """The events before an end sentinel or an in-band error; either one ends the stream."""
