@@ -264,7 +264,7 @@ class H2Server:
     """A minimal HTTP/2 server over TLS (ALPN "h2"): every request gets a 200 event stream of ``pieces``.
 
     Use as ``async with H2Server(pieces) as srv:``; ``srv.url(path)``, ``srv.client_ssl`` (trusts the
-    test CA), ``srv.requests`` (the request headers).
+    test CA), ``srv.requests`` (the request headers), ``srv.resets`` (the streams the client reset).
     """
 
     def __init__(self, pieces: Sequence[bytes], *, end: bool = True) -> None:
@@ -273,6 +273,7 @@ class H2Server:
         self.pieces = list(pieces)
         self.end = end
         self.requests: list[dict[str, str]] = []
+        self.resets: list[int] = []  # ids of the streams the client reset (RST_STREAM)
         ca = trustme.CA()
         import ssl
 
@@ -332,6 +333,8 @@ class H2Server:
                             conn.end_stream(sid)
                     elif isinstance(event, h2.events.DataReceived):
                         conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamReset):
+                        self.resets.append(event.stream_id)
                 writer.write(conn.data_to_send())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):

@@ -559,6 +559,27 @@ async def test_http2_close_and_read_timeout() -> None:
         await conn.close()
 
 
+async def test_http2_close_resets_the_stream_and_frees_the_connection() -> None:
+    """Closing an unfinished HTTP/2 stream sends RST_STREAM, so the server stops producing it, and the
+    bytes the client had queued are credited back: streams closed early must not drain the shared
+    connection's flow-control window (64 KiB by default) until every later stream stalls."""
+    from servers import H2Server
+
+    big = b"data: " + b"x" * 16_000 + b"\n\n"
+    async with H2Server([b"data: first\n\n", *[big] * 4], end=False) as srv, SSEClient() as client:
+        for _ in range(12):
+            conn = await client.connect(
+                srv.url(), http2=True, ssl=srv.client_ssl, reconnect=False, read_timeout=5
+            )
+            assert datas(await asyncio.wait_for(collect(conn, 1), 10)) == ["first"]
+            await conn.close()
+        for _ in range(100):
+            if len(srv.resets) == 12:
+                break
+            await asyncio.sleep(0.02)
+    assert len(srv.resets) == 12
+
+
 async def test_user_last_event_id_header_is_the_initial_id() -> None:
     scripts = [sse_chunked(b"id: 10\ndata: a\n\n"), [*sse_chunked(b"data: b\n\n", end=False), STALL]]
     async with (

@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
+import logging
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
+import h2.errors  # aiosonic's HTTP/2 engine, one of its dependencies
 from aiosonic import HTTPClient
 from aiosonic.connection import Connection
 from aiosonic.connectors import TCPConnector
 from aiosonic.pools import PoolConfig
+
+logger = logging.getLogger("sonicsse")
 
 __all__ = [
     "DEFAULT_POOL_SIZE",
     "BodyReader",
     "HoldingConnection",
     "TransportError",
+    "is_bad_response",
     "make_http_client",
     "open_response",
 ]
@@ -34,6 +40,8 @@ DEFAULT_POOL_SIZE = 1024
 _READ_SIZE = 1 << 18
 #: Largest decompressed output handed over per read (the rest stays in zlib until the next read).
 _MAX_INFLATE = 1 << 20
+#: Longest chunk-size, chunk-end or trailer line held while its end has not arrived.
+_MAX_FRAMING_LINE = 4096
 
 # Set while sonicsse sends a request: HoldingConnection then keeps the connection for the response
 # (even a close-delimited one) until the transport releases it.
@@ -54,9 +62,45 @@ class HoldingConnection(Connection):  # type: ignore[misc]
     """
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is None and _HOLD.get() and self.h2conn is None and self.reader is not None:
+        if exc is not None:
+            # The request failed or was cancelled half-way: the socket's state is unknown. aiosonic would
+            # put a kept-alive connection back in the pool with its socket open; close it instead.
+            self.keep = False
+        elif _HOLD.get() and self.h2conn is None and self.reader is not None:
             self.blocked = True
         await super().__aexit__(exc_type, exc, tb)
+
+
+# aiosonic functions where a ValueError means the response could not be parsed (a bad Content-Length,
+# a status line or header that is not UTF-8); anywhere else it means an invalid request argument.
+_RESPONSE_PARSING = frozenset(
+    {
+        "_exchange",
+        "_set_response_initial",
+        "_set_response_headers",
+        "_clear_line",
+        "status_code",
+        "readexactly",
+    }
+)
+
+
+def is_bad_response(exc: BaseException) -> bool:
+    """Whether a ``ValueError`` raised by ``HTTPClient.request`` came from parsing the server's response.
+
+    aiosonic raises plain ``ValueError``s both for invalid arguments (a header value with a control
+    character) and for malformed responses; the first is the caller's bug, the second the server's.
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        return True
+    if not isinstance(exc, ValueError):
+        return False
+    tb = exc.__traceback__
+    innermost = None
+    while tb is not None:
+        innermost = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    return innermost in _RESPONSE_PARSING
 
 
 def make_http_client(pool_size: int = DEFAULT_POOL_SIZE) -> HTTPClient:
@@ -349,7 +393,7 @@ class BodyReader:
             if state == 0:  # size line
                 nl = find(b"\n", pos)
                 if nl < 0:
-                    if end - pos > 4096:
+                    if end - pos > _MAX_FRAMING_LINE:
                         raise TransportError("broken chunked framing: chunk size line too long")
                     self._buf = buf[pos:]
                     break
@@ -380,7 +424,10 @@ class BodyReader:
             elif state == 2:  # CRLF after the data
                 nl = find(b"\n", pos)
                 if nl < 0:
-                    self._buf = buf[pos:]
+                    rest = buf[pos:]
+                    if rest.strip() or len(rest) > _MAX_FRAMING_LINE:
+                        raise TransportError("broken chunked framing: no CRLF after chunk data")
+                    self._buf = rest
                     break
                 if buf[pos:nl].strip():
                     raise TransportError("broken chunked framing: no CRLF after chunk data")
@@ -389,6 +436,8 @@ class BodyReader:
             else:  # 3: trailer lines, up to the empty line ending the body
                 nl = find(b"\n", pos)
                 if nl < 0:
+                    if end - pos > _MAX_FRAMING_LINE:
+                        raise TransportError("broken chunked framing: trailer line too long")
                     self._buf = buf[pos:]
                     break
                 line = buf[pos:nl]
@@ -408,7 +457,10 @@ class BodyReader:
         self._closed = True
         if self._mode == "h2":
             self._h2_iter = None
-            if self._response._h2_chunk_queue is not None:
+            queue = self._response._h2_chunk_queue
+            if queue is not None:
+                if not self.completed:
+                    _cancel_h2_stream(self._response, queue)
                 self._response._discard_h2_queue()  # drops what is queued and frees the stream slot
             return
         conn = self._conn
@@ -432,6 +484,30 @@ class BodyReader:
             conn.release()
         elif not reusable:
             conn.close()
+
+
+def _cancel_h2_stream(response: Any, queue: asyncio.Queue[Any]) -> None:
+    """Reset an unfinished HTTP/2 stream (RST_STREAM CANCEL), so the server stops sending it.
+
+    aiosonic only drops its local queue: the server would go on producing the stream (an LLM billing
+    tokens nobody reads), and the bytes already queued would never be credited back to the
+    connection's flow-control window, which in the end stalls every stream sharing the connection.
+    aiosonic keeps the stream's handler and id only in the flow-control callback it gives the response.
+    """
+    try:
+        scope = inspect.getclosurevars(response._h2_flow_cb).nonlocals
+        handler, stream_id = scope["self"], scope["stream_id"]
+        h2conn = handler.h2conn
+        items: list[Any] = list(queue._queue)  # type: ignore[attr-defined]
+        queued = sum(len(item) for item in items if isinstance(item, (bytes, bytearray)))
+        h2conn.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
+        if queued:
+            h2conn.increment_flow_control_window(queued)
+        pending = h2conn.data_to_send()
+        if pending:
+            handler.writer.write(pending)
+    except Exception as exc:  # the stream already ended or the connection is gone: nothing to cancel
+        logger.debug("sonicsse: could not reset the HTTP/2 stream: %r", exc)
 
 
 async def open_response(
