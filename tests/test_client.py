@@ -676,3 +676,80 @@ async def test_never_answering_server_bounded_by_read_timeout() -> None:
         with pytest.raises(SSEConnectionError) as info:
             await asyncio.wait_for(client.connect(srv.url(), reconnect=False, read_timeout=0.2), 10)
     assert "ReadTimeout" in str(info.value) and "GET" in str(info.value)
+
+
+async def test_close_while_waiting_for_the_response_head_ends_at_once() -> None:
+    """close() from another task while the request waits for the status line aborts the request
+    (aiosonic's own status-line timeout is 30 s and must not be what ends it)."""
+    async with ScriptServer([[STALL]]) as srv, SSEClient() as client:
+        conn_task = asyncio.ensure_future(client.connect(srv.url(), read_timeout=60))
+        await srv.wait_requests(1)
+        await client.close()  # closes the connection being opened
+        conn = await asyncio.wait_for(conn_task, 5)
+        assert conn.closed
+        assert await asyncio.wait_for(collect(conn), 5) == []
+        await asyncio.wait_for(srv.conns[0].gone.wait(), 5)
+
+    scripts = [sse_chunked(b"id: 1\ndata: a\n\n"), [STALL]]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), retry_delay=0, read_timeout=60)
+        task = asyncio.create_task(collect(conn))
+        await srv.wait_requests(2)  # the reconnect is waiting for its response head
+        await conn.close()
+        assert datas(await asyncio.wait_for(task, 5)) == ["a"]
+        await asyncio.wait_for(srv.conns[-1].gone.wait(), 5)
+
+
+async def test_restart_while_waiting_to_reconnect_cuts_the_wait_short_once() -> None:
+    scripts = [sse_chunked(b"id: 1\ndata: a\n\n"), sse_chunked(b"id: 2\ndata: b\n\n")]
+    scripts.append([*sse_chunked(b"id: 3\ndata: c\n\n", end=False), STALL])
+    delays: list[float] = []
+    second_wait = asyncio.Event()
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), retry_delay=60_000, max_retry_delay=60_000)
+
+        def on_retry(attempt: int, delay: float, cause: object) -> None:
+            delays.append(delay)
+            if len(delays) == 1:
+                asyncio.get_running_loop().call_soon(conn.restart)
+            else:
+                second_wait.set()
+
+        conn._config.on_retry = on_retry  # set after connect: only the reconnects are of interest
+        task = asyncio.create_task(collect(conn))
+        await srv.wait_requests(2)  # without restart() this would wait 60 s
+        # The second stream ended too: its reconnect waits the full delay again (restart() was a
+        # one-off), so no third request arrives.
+        await asyncio.wait_for(second_wait.wait(), 5)
+        await asyncio.sleep(0.05)
+        assert len(srv.requests) == 2
+        await conn.close()
+        assert datas(await asyncio.wait_for(task, 5)) == ["a", "b"]
+    assert delays == [60.0, 60.0]
+
+
+async def test_giving_up_chains_the_last_attempts_error() -> None:
+    failed = [head(500, "text/plain", framing="length", length=4), b"oops"]
+    async with ScriptServer([failed]) as srv, SSEClient() as client:
+        with pytest.raises(SSEConnectionError) as info:
+            await client.connect(srv.url(), retry_delay=1, max_retry_delay=5, max_retries=2)
+    message = str(info.value)
+    assert "gave up after 3 failed attempts" in message and "500 Internal Server Error" in message
+    cause = info.value.__cause__
+    assert isinstance(cause, SSEConnectionError) and cause.status == 500
+    assert len(srv.requests) == 3
+
+
+async def test_cancelled_request_on_a_kept_alive_connection_closes_its_socket() -> None:
+    """aiosonic returned such a connection to its pool with the socket open."""
+    scripts = [sse_chunked(b"data: a\n\n"), [STALL]]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), reconnect=False, keep_connection=True) as conn:
+            assert datas(await collect(conn)) == ["a"]  # the body ended: the connection is pooled
+        task = asyncio.ensure_future(client.connect(srv.url(), reconnect=False, keep_connection=True))
+        await srv.wait_requests(2)
+        assert srv.requests[1].conn_id == 0  # sent over the pooled connection
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(srv.conns[0].gone.wait(), 5)

@@ -151,6 +151,26 @@ SCENARIOS = [
         ALL_IDS,
     ),
     Scenario(
+        "malformed response head (Content-Length: abc), then OK",
+        resumable([head(framing="length").replace(b"Content-Length: 0", b"Content-Length: abc"), CLOSE]),
+        ALL_IDS,
+    ),
+    Scenario(
+        "status line that is not UTF-8, then OK",
+        resumable([b"HTTP/1.1 200 \xff\xfe\r\n\r\n", CLOSE]),
+        ALL_IDS,
+    ),
+    Scenario(
+        "endless chunked trailer line",
+        resumable([head(), chunk(events(1, 4)), b"0\r\n", *[b"X" * 8192] * 8, STALL]),
+        ALL_IDS,
+    ),
+    Scenario(
+        "garbage where a chunk should end",
+        resumable([head(), b"%x\r\n" % len(events(1, 4)) + events(1, 4) + b"garbage", STALL]),
+        ALL_IDS,
+    ),
+    Scenario(
         "accepts and never answers",
         lambda n, request: [STALL],
         SSEConnectionError,
@@ -333,14 +353,20 @@ async def test_redirect_to_other_origin_drops_credentials() -> None:
         location = target.url("/moved")
         redirect = [head(302, None, [("Location", location)], framing="length", length=0)]
         async with ScriptServer(lambda n, request: redirect) as origin:
-            credentials = {"Authorization": "Bearer secret", "Cookie": "session=1", "X-Trace": "kept"}
+            credentials = {
+                "Authorization": "Bearer secret",
+                "Cookie": "session=1",
+                "X-Api-Key": "sk-secret",
+                "X-Trace": "kept",
+            }
             outcome = await collect(origin.url(), headers=credentials, follow=True, reconnect=False)
             assert origin.requests[0].headers["authorization"] == "Bearer secret"
         forwarded = target.requests[0].headers
-    OUTCOMES["redirect to another origin"] = describe(outcome) + "; Authorization/Cookie not forwarded"
+    OUTCOMES["redirect to another origin"] = describe(outcome) + "; credentials not forwarded"
     assert outcome == [1, 2, 3]
     assert "authorization" not in forwarded
     assert "cookie" not in forwarded
+    assert "x-api-key" not in forwarded
     assert forwarded.get("x-trace") == "kept"
 
 

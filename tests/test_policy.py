@@ -107,6 +107,14 @@ def test_retry_after_is_honoured_and_capped() -> None:
     assert _policy.reconnect_delay(10, 5000, 1, retry_after=3600.0, rand=lambda: 0.0) == 5.0
 
 
+def test_failed_attempts_back_off_even_from_a_zero_base_delay() -> None:
+    """A server's `retry: 0` (or retry_delay=0) must not turn a failing server into a request storm."""
+    assert _policy.reconnect_delay(0, 30000, 0) == 0.0  # after a stream that delivered events
+    lows = [_policy.reconnect_delay(0, 30000, n, rand=lambda: 0.0) for n in range(1, 5)]
+    assert lows == [0.1, 0.2, 0.4, 0.8]
+    assert _policy.reconnect_delay(0, 0, 3) == 0.0  # max_retry_delay=0 is the caller's explicit wish
+
+
 def test_parse_retry_after() -> None:
     now = 1_700_000_000.0
     assert _policy.parse_retry_after(None, now) is None
@@ -115,6 +123,8 @@ def test_parse_retry_after() -> None:
     assert _policy.parse_retry_after(" 5 ", now) == 5.0
     assert _policy.parse_retry_after("-5", now) is None
     assert _policy.parse_retry_after("soon", now) is None
+    assert _policy.parse_retry_after("\u00b2", now) is None  # "²": str.isdigit() says yes, float() no
+    assert _policy.parse_retry_after("\uff15", now) is None  # a full-width 5
     date = format_datetime(datetime.fromtimestamp(now + 30, tz=timezone.utc), usegmt=True)
     assert _policy.parse_retry_after(date, now) == pytest.approx(30, abs=1)
     past = format_datetime(datetime.fromtimestamp(now - 30, tz=timezone.utc), usegmt=True)

@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 
 __all__ = [
     "IDEMPOTENT_METHODS",
+    "MIN_BACKOFF_MS",
     "REDIRECT_STATUSES",
     "Action",
     "base_delay_ms",
@@ -34,6 +35,9 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: Statuses after which a request is retried with backoff (the server asks to come back later).
 RETRY_STATUSES = frozenset({429, 503})
+#: Where the backoff of failed attempts starts when the base delay is shorter (a ``retry: 0`` or
+#: ``retry_delay=0`` must not turn a failing server into a hot loop of requests).
+MIN_BACKOFF_MS = 100
 
 # Same rule as aiosonic's header validation: no control character but TAB.
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -103,14 +107,15 @@ def reconnect_delay(
 
     ``failures`` counts the consecutive attempts that delivered no event. After a stream that
     delivered events and then ended (``failures == 0``) the wait is exactly the base delay. After
-    failures it doubles per failure, with jitter in ``[d/2, d]``, up to ``max_ms``; it never goes
-    below the base delay. A ``Retry-After`` (seconds) is honoured, capped at ``max_ms``.
+    failures it doubles per failure from the base delay (at least ``MIN_BACKOFF_MS``), with jitter
+    in ``[d/2, d]``, up to ``max_ms``; it never goes below the base delay. A ``Retry-After``
+    (seconds) is honoured, capped at ``max_ms``.
     """
     base = min(base_ms, max_ms)
     if failures <= 0:
         delay = float(base)
     else:
-        ceiling = min(float(max_ms), base * 2.0 ** min(failures, 62))
+        ceiling = min(float(max_ms), max(base, MIN_BACKOFF_MS) * 2.0 ** min(failures, 62))
         delay = max(float(base), ceiling / 2 + rand() * ceiling / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after * 1000.0, float(max_ms)))
@@ -127,7 +132,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also takes "²" and other digits
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -27,10 +27,10 @@ from aiosonic import HTTPClient
 from aiosonic.exceptions import ConnectTimeout
 
 from . import _policy
-from ._hooks import call_hook, logger, redact_headers
+from ._hooks import SECRET_HEADERS, call_hook, logger, redact_headers
 from ._inband import error_from_event
 from ._parser import SSEDecoder
-from ._transport import BodyReader, TransportError, open_response
+from ._transport import BodyReader, TransportError, is_bad_response, open_response
 from ._types import CommentCallback, Event
 from .exceptions import SSEConnectionError, SSEParsingError
 
@@ -166,6 +166,12 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _close_abandoned(request: asyncio.Task[BodyReader]) -> None:
+    """Done callback of a request abandoned by ``close()``: close the response if one still came."""
+    if not request.cancelled() and request.exception() is None:
+        request.result().close()
+
+
 def _is_one_shot(data: Any) -> bool:
     return isinstance(data, (AsyncIterator, Iterator))
 
@@ -229,6 +235,7 @@ class SSEConnection:
         self._wait_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._sleeper: asyncio.Future[None] | None = None
+        self._closer: asyncio.Future[None] | None = None  # set while a request waits for its response
         timeouts = [t for t in (config.read_timeout, config.event_timeout, config.first_event_timeout) if t]
         self._min_timeout = min(timeouts) if timeouts else None
 
@@ -319,16 +326,23 @@ class SSEConnection:
         self._drop_body()
         if self._sleeper is not None:
             _resolve(self._sleeper)
+        if self._closer is not None:
+            _resolve(self._closer)
 
     def restart(self) -> None:
-        """Drop the current response now and reconnect with ``Last-Event-ID``; iteration continues."""
+        """Drop the current response now and reconnect with ``Last-Event-ID``; iteration continues.
+
+        While waiting to reconnect, it cuts the wait short.
+        """
         if self._closed:
             return
-        self._restart = True
         body = self._body
         if body is not None:
+            self._restart = True
             body.interrupt(_Interrupted("restart"))
             self._drop_body()
+        elif self._sleeper is not None:
+            _resolve(self._sleeper)
 
     async def __aenter__(self) -> SSEConnection:
         return self
@@ -638,12 +652,17 @@ class SSEConnection:
             if not immediate:
                 if cfg.max_retries is not None and self._failures > cfg.max_retries:
                     last = self._last_error
+                    cause: BaseException | None = None
+                    if last is not None:
+                        cause = last.__cause__
+                        if cause is None:  # an HTTP failure: the error of that last attempt
+                            cause = self._error(last.reason, status=last.status, body=last.body)
                     raise self._error(
                         f"gave up after {self._failures} failed attempts"
                         + (f": {last.reason}" if last is not None else ""),
                         status=last.status if last is not None else None,
                         body=last.body if last is not None else None,
-                    ) from (last.__cause__ or last) if last is not None else None
+                    ) from cause
                 base = _policy.base_delay_ms(cfg.retry_delay, self._decoder.retry, cfg.max_retry_delay)
                 delay = _policy.reconnect_delay(base, cfg.max_retry_delay, self._failures, self._retry_after)
                 cause = self._retry_cause
@@ -722,22 +741,23 @@ class SSEConnection:
         for _ in range(_MAX_REDIRECTS + 1):
             try:
                 self._sent_body = True
-                body = await open_response(
-                    self._client, method, url, headers, cfg.params, data, json, cfg.request_kwargs
-                )
+                body = await self._request(method, url, headers, data, json)
             except ssl.SSLCertVerificationError as exc:  # a setup problem: retrying cannot fix it
                 self._finished = True
                 raise SSEConnectionError(
                     f"TLS certificate verification failed: {exc}", method=method.upper(), url=url
                 ) from exc
-            except (ValueError, TypeError):
-                raise  # invalid arguments (e.g. a header value aiosonic refuses)
+            except (ValueError, TypeError) as exc:
+                if not is_bad_response(exc):
+                    raise  # invalid arguments (e.g. a header value aiosonic refuses)
+                raise _Retryable(f"malformed response: {exc!r}") from exc
             except Exception as exc:
                 unprocessed = isinstance(exc, (ConnectionRefusedError, ConnectTimeout))
                 err = _Retryable(f"request failed: {exc!r}", unprocessed=unprocessed)
                 raise err from exc
-            if self._closed:  # closed from another task while the request was in flight
-                body.close()
+            if body is None or self._closed:  # closed from another task while the request was in flight
+                if body is not None:
+                    body.close()
                 return False
             self._last_status = body.status
             self._last_headers = body.headers
@@ -780,12 +800,8 @@ class SSEConnection:
                         for k, v in headers.items()
                         if k.lower() not in ("content-type", "content-length")
                     }
-                if not _same_origin(url, new_url):
-                    headers = {
-                        k: v
-                        for k, v in headers.items()
-                        if k.lower() not in ("authorization", "cookie", "proxy-authorization")
-                    }
+                if not _same_origin(url, new_url):  # credentials stay with the origin they were meant for
+                    headers = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
                 method, url = new_method, new_url
                 continue
             try:
@@ -795,7 +811,7 @@ class SSEConnection:
             if action is _policy.Action.RETRY:
                 retry_after = _policy.parse_retry_after(body.headers.get("retry-after"), time.time())
                 raise _Retryable(
-                    reason,
+                    f"{reason} ({body.status} {body.reason})".strip(),
                     status=body.status,
                     body=snippet,
                     retry_after=retry_after,
@@ -813,6 +829,28 @@ class SSEConnection:
         raise SSEConnectionError(
             f"more than {_MAX_REDIRECTS} redirects", method=method.upper(), url=url, status=self._last_status
         )
+
+    async def _request(
+        self, method: str, url: str, headers: dict[str, str], data: Any, json: Any
+    ) -> BodyReader | None:
+        """Send one request; None when ``close()`` was called before its response came."""
+        cfg = self._config
+        loop = asyncio.get_running_loop()
+        request = loop.create_task(
+            open_response(self._client, method, url, headers, cfg.params, data, json, cfg.request_kwargs)
+        )
+        closer: asyncio.Future[None] = loop.create_future()
+        self._closer = closer
+        try:
+            await asyncio.wait((request, closer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._closer = None
+            if not request.done():  # closed, or this task was cancelled: abandon the request
+                request.cancel()
+                request.add_done_callback(_close_abandoned)
+        if not request.done():
+            return None
+        return request.result()
 
     async def _snippet(self, body: BodyReader) -> str | None:
         """The start of an error response's body, for the error message (waits at most a second)."""
