@@ -49,3 +49,12 @@ def impl(request: pytest.FixtureRequest) -> str:
 def decoder_cls(impl: str) -> Any:
     """The ``SSEDecoder`` class of the implementation under test."""
     return load_parser_module(impl).SSEDecoder
+
+
+@pytest.fixture
+def client_decoder(decoder_cls: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the client use the decoder under test (``pytestmark = usefixtures("client_decoder")``)."""
+    import sonicsse.connection
+
+    monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)
+    return decoder_cls

@@ -9,35 +9,18 @@ import os
 from typing import Any
 
 import pytest
+from client_helpers import collect, datas
 
-import sonicsse.connection
 from sonicsse import SSEClient, SSEConnection
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 
 from servers import DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk, head, sse_chunked, sse_close
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("client_decoder")]
 
 HAS_PROC_FD = os.path.isdir("/proc/self/fd")
 
 
-@pytest.fixture(autouse=True)
-def _decoder(decoder_cls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run every client test over both decoder implementations."""
-    monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)
-
-
-async def collect(conn: SSEConnection, limit: int | None = None) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    async for event in conn:
-        events.append(dict(event))
-        if limit is not None and len(events) >= limit:
-            break
-    return events
-
-
-def datas(events: list[dict[str, Any]]) -> list[str]:
-    return [e["data"] for e in events]
 
 
 # -- basic streaming ----------------------------------------------------------------------------

@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
 from aiosonic.exceptions import SSEConnectionError, SSEParsingError
 from aiosonic.sse_config import RequestConfig
 
-import sonicsse.connection
 from sonicsse import SSEClient
 from sonicsse.connection import SSEConnection
 
 from servers import aiohttp_server
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("client_decoder")]
 
-
-@pytest.fixture(autouse=True)
-def _decoder(decoder_cls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)
 
 
 def _app() -> web.Application:

@@ -12,9 +12,9 @@ from typing import Any
 import aiosonic
 import pytest
 from aiohttp import web
+from client_helpers import collect, datas
 
-import sonicsse.connection
-from sonicsse import SSEClient, SSEConnection, make_http_client
+from sonicsse import SSEClient, make_http_client
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 
 from servers import (
@@ -31,26 +31,9 @@ from servers import (
     sse_close,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("client_decoder")]
 
 
-@pytest.fixture(autouse=True)
-def _decoder(decoder_cls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run every client test over both decoder implementations."""
-    monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)
-
-
-async def collect(conn: SSEConnection, limit: int | None = None) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    async for event in conn:
-        events.append(dict(event))
-        if limit is not None and len(events) >= limit:
-            break
-    return events
-
-
-def datas(events: list[dict[str, Any]]) -> list[str]:
-    return [e["data"] for e in events]
 
 
 # -- compression and big events -----------------------------------------------------------------

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-import sonicsse.connection
 from sonicsse import FileCheckpoint, SSEClient
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError, SSEServerError
 
@@ -19,11 +18,6 @@ from servers import CLOSE, DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk
 
 FAST = {"retry_delay": 10, "max_retry_delay": 50}
 
-
-@pytest.fixture(autouse=True)
-def _decoder(decoder_cls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test here runs on the compiled and on the pure decoder."""
-    monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)
 
 
 def token(text: str) -> bytes:
