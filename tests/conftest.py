@@ -53,7 +53,7 @@ def decoder_cls(impl: str) -> Any:
 
 @pytest.fixture
 def client_decoder(decoder_cls: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Make the client use the decoder under test (``pytestmark = usefixtures("client_decoder")``)."""
+    """Make the client use the decoder under test (a module uses it from an autouse fixture)."""
     import sonicsse.connection
 
     monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)

@@ -16,11 +16,15 @@ from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 
 from servers import DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk, head, sse_chunked, sse_close
 
-pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("client_decoder")]
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(autouse=True)
+def _both_decoders(client_decoder: Any) -> None:
+    """Every test here runs on the compiled and on the pure decoder."""
+
 
 HAS_PROC_FD = os.path.isdir("/proc/self/fd")
-
-
 
 
 # -- basic streaming ----------------------------------------------------------------------------

@@ -31,9 +31,12 @@ from servers import (
     sse_close,
 )
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("client_decoder")]
+pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture(autouse=True)
+def _both_decoders(client_decoder: Any) -> None:
+    """Every test here runs on the compiled and on the pure decoder."""
 
 
 # -- compression and big events -----------------------------------------------------------------

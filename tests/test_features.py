@@ -19,6 +19,10 @@ from servers import CLOSE, DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk
 FAST = {"retry_delay": 10, "max_retry_delay": 50}
 
 
+@pytest.fixture(autouse=True)
+def _both_decoders(client_decoder: Any) -> None:
+    """Every test here runs on the compiled and on the pure decoder."""
+
 
 def token(text: str) -> bytes:
     chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]}
