@@ -7,10 +7,13 @@ resumes after ``Last-Event-ID``, and at random moments it drops the connection m
 ``Retry-After``, stalls until the client's read timeout fires, or ends the response cleanly. The client
 checks that each stream's ids arrive exactly in order: a gap is a lost event, a repeat a duplicate.
 
-Every interval it prints RSS, open file descriptors, events/s and reconnects. It fails (exit 1) when an
-event was lost or duplicated, or when RSS grew more than 5 % between the end of the warm-up and the end.
-The warm-up lasts until every stream's bounded dedup window (1,024 ids) has filled: memory that is
-expected to grow up to its bound is not a leak.
+Every interval it prints RSS, the Python heap (live pymalloc blocks, ``sys.getallocatedblocks()``, after
+a collection), open file descriptors, events/s and reconnects. It fails (exit 1) when an event was lost or
+duplicated, or when RSS or the Python heap grew more than 5 % between the end of the warm-up and the
+end. The warm-up (5 minutes) lasts until each stream's bounded dedup window (1,024 ids) has filled and
+the C heap under the sockets and buffers has reached its working set: on a 30-minute run RSS rose
+from 60.5 to 64.8 MiB between minutes 3 and 5 with the Python heap flat (tracemalloc showed no growth
+between minutes 3 and 8), then by 1.2 % over the next 25 minutes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import random
@@ -40,6 +44,12 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def python_blocks() -> int:
+    """Live pymalloc blocks after a collection: Python objects that leak show here, allocator noise not."""
+    gc.collect()
+    return sys.getallocatedblocks()
 
 
 def open_fds() -> int:
@@ -153,22 +163,27 @@ async def soak(args: argparse.Namespace, port: int) -> int:
             for k in range(args.streams)
         ]
         started = time.monotonic()
-        baseline_rss = None
+        baseline_rss = baseline_blocks = None
         last_events, last_time = 0, started
         print(f"soak: {args.streams} streams, {args.minutes} min, decoder {IMPLEMENTATION}")
-        print("| minute | RSS MiB | fds | events/s | events | reconnects | errors | lost | duplicated |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| minute | RSS MiB | Python blocks | fds | events/s | events | reconnects | errors | lost "
+            "| duplicated |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         while time.monotonic() - started < total:
             await asyncio.sleep(min(args.interval, total - (time.monotonic() - started)))
             now = time.monotonic()
             rate = (tally.events - last_events) / (now - last_time)
             last_events, last_time = tally.events, now
             rss = rss_bytes()
+            blocks = python_blocks()
             if baseline_rss is None and now - started >= warmup:
-                baseline_rss = rss
+                baseline_rss, baseline_blocks = rss, blocks
             minute = (now - started) / 60
             print(
-                f"| {minute:.1f} | {rss / MiB:.1f} | {open_fds()} | {rate:,.0f} | {tally.events:,} "
+                f"| {minute:.1f} | {rss / MiB:.1f} | {blocks:,} | {open_fds()} | {rate:,.0f} "
+                f"| {tally.events:,} "
                 f"| {tally.reconnects:,} | {len(tally.errors)} | {tally.lost} | {tally.duplicated} |",
                 flush=True,
             )
@@ -177,12 +192,27 @@ async def soak(args: argparse.Namespace, port: int) -> int:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    final_rss = rss_bytes()
+    final_rss, final_blocks = rss_bytes(), python_blocks()
     growth = (final_rss - baseline_rss) / baseline_rss if baseline_rss else 0.0
+    heap_growth = (final_blocks - baseline_blocks) / baseline_blocks if baseline_blocks else 0.0
     warm = (baseline_rss or 0) / MiB
-    print(f"\nRSS after warm-up {warm:.1f} MiB, at the end {final_rss / MiB:.1f} MiB")
-    print(f"growth {growth:+.1%}; events {tally.events:,}, lost {tally.lost}, duplicated {tally.duplicated}")
-    failed = tally.lost or tally.duplicated or growth > 0.05 or tally.errors or not tally.events
+    print(f"\nRSS after warm-up {warm:.1f} MiB, at the end {final_rss / MiB:.1f} MiB ({growth:+.1%})")
+    print(
+        f"Python blocks after warm-up {baseline_blocks or 0:,}, at the end {final_blocks:,} "
+        f"({heap_growth:+.1%})"
+    )
+    print(
+        f"events {tally.events:,}, lost {tally.lost}, duplicated {tally.duplicated}, "
+        f"errors {len(tally.errors)}"
+    )
+    failed = (
+        tally.lost
+        or tally.duplicated
+        or growth > 0.05
+        or heap_growth > 0.05
+        or tally.errors
+        or not tally.events
+    )
     print("SOAK FAILED" if failed else "SOAK PASSED")
     return 1 if failed else 0
 
@@ -202,8 +232,8 @@ def main() -> int:
     parser.add_argument(
         "--warmup",
         type=float,
-        default=150.0,
-        help="seconds before the RSS baseline (each stream's dedup window of 1,024 ids must fill first)",
+        default=300.0,
+        help="seconds before the memory baseline (dedup windows full, C heap at its working set)",
     )
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
