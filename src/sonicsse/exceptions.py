@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from aiosonic.exceptions import SSEConnectionError as _AiosonicSSEConnectionError
 from aiosonic.exceptions import SSEParsingError as _AiosonicSSEParsingError
 
+from ._hooks import redact_url
+
 if TYPE_CHECKING:
     from ._types import Event
 
@@ -31,7 +33,8 @@ class SSEParsingError(SSEError, _AiosonicSSEParsingError):
         offset: the byte offset of that line in the stream (counted since the last reset), or None.
         events: the events completed in the same ``feed()`` call before the error, so nothing
             valid that arrived before the bad line is lost.
-        method, url: the request whose stream it was, when raised by a connection.
+        method, url: the request whose stream it was, when raised by a connection (the message shows
+            the URL without user info and credential query parameters; ``url`` is the URL as given).
     """
 
     def __init__(
@@ -57,7 +60,8 @@ class SSEParsingError(SSEError, _AiosonicSSEParsingError):
         if self.offset is not None:
             message += f" at byte offset {self.offset}"
         if self.method or self.url:
-            request = " ".join(part for part in (self.method, self.url) if part)
+            url = redact_url(self.url) if self.url else None
+            request = " ".join(part for part in (self.method, url) if part)
             message += f" ({request})"
         if self.line is not None:
             message += f": {self.line!r}"
@@ -69,7 +73,8 @@ class SSEConnectionError(SSEError, _AiosonicSSEConnectionError):
 
     Attributes:
         reason: what went wrong, in a few words.
-        method, url: the request that failed.
+        method, url: the request that failed (the message shows the URL without user info and
+            credential query parameters; ``url`` is the URL as given).
         status: the HTTP status of the response, or None when there was none.
         body: the start of the response body for HTTP errors (at most 200 characters), or None.
     """
@@ -85,7 +90,7 @@ class SSEConnectionError(SSEError, _AiosonicSSEConnectionError):
     ) -> None:
         parts = []
         if method or url:
-            parts.append(f"{method or ''} {url or ''}".strip())
+            parts.append(f"{method or ''} {redact_url(url) if url else ''}".strip())
         if status is not None:
             parts.append(f"status {status}")
         message = reason if not parts else f"{reason} ({', '.join(parts)})"
