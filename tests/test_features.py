@@ -4,6 +4,7 @@ resume checkpoints, raw bytes, event-type filters, lifecycle hooks and logging."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -135,6 +136,15 @@ async def test_done_bytes_mode() -> None:
             assert [e["data"] async for e in conn] == [b"x"]
 
 
+async def test_done_predicate_sees_text_data_in_iter_json() -> None:
+    """iter_json hands orjson/json.loads the raw bytes; the caller's predicate still gets str data."""
+    steps = [head(), chunk(token("a") + b"data: [END]\n\n" + token("after")), STALL]
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), **FAST) as conn:
+            chunks = [c async for c in conn.iter_json(done=lambda e: e["data"] == "[END]")]
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["a"]
+
+
 # -- resume checkpoints ---------------------------------------------------------------------------
 
 
@@ -195,6 +205,36 @@ async def test_checkpoint_saves_at_most_once_per_read() -> None:
         count = sum([1 async for _ in conn])
     assert count == 100
     assert store.saved == ["50", "100"]  # two socket reads, two saves, not a hundred
+
+
+@pytest.mark.parametrize("cut", ["error", "sentinel"])
+async def test_checkpoint_never_moves_past_an_undelivered_event(cut: str) -> None:
+    """One read holds ids 1-3; the in-band error (or the end sentinel) at id 2 stops delivery after 1:
+    the saved resume point must be 1, or a restarted process would never see event 3."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.saved: list[str] = []
+
+        def load(self) -> str | None:
+            return None
+
+        def save(self, last_event_id: str) -> None:
+            self.saved.append(last_event_id)
+
+    middle = b"event: error\nid: 2\ndata: {}\n\n" if cut == "error" else b"id: 2\ndata: [DONE]\n\n"
+    body = b"id: 1\ndata: one\n\n" + middle + b"id: 3\ndata: three\n\n"
+    store = Recorder()
+    options: dict[str, Any] = {"error_event": "error"} if cut == "error" else {"done": "[DONE]"}
+    async with ScriptServer([[*sse_chunked(body, end=False), STALL]]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), checkpoint=store, **options, **FAST)
+        seen: list[str] = []
+        with contextlib.suppress(SSEServerError):
+            async for event in conn:
+                seen.append(event["data"])
+        await conn.close()
+    assert seen == ["one"]
+    assert store.saved == ["1"]
 
 
 async def test_checkpoint_store_that_raises_fails_clearly_and_loses_nothing() -> None:
@@ -311,16 +351,22 @@ async def test_hook_exception_ends_the_stream() -> None:
 
 async def test_logging_never_shows_secrets(caplog: pytest.LogCaptureFixture) -> None:
     scripts = [[head(), chunk(b"data: secret-body\n\n"), DROP], sse_chunked(b"data: b\n\n")]
-    headers = {"Authorization": "Bearer sk-verysecret", "Cookie": "session=topsecret", "X-Trace": "t1"}
+    headers = {
+        "Authorization": "Bearer sk-verysecret",
+        "Cookie": "session=topsecret",
+        "X-Goog-Api-Key": "googsecret",
+        "X-Trace": "t1",
+    }
     caplog.set_level(logging.DEBUG, logger="sonicsse")
     async with ScriptServer(scripts) as srv, SSEClient() as client:
-        conn = await client.connect(srv.url(), headers=headers, **FAST)
+        url = srv.url("/sse?access_token=qsecret&page=2").replace("://", "://user:pwsecret@")
+        conn = await client.connect(url, headers=headers, **FAST)
         async for event in conn:
             if event["data"] == "b":
                 break
         await conn.close()
     text = caplog.text
     assert "connected GET" in text and "reconnecting GET" in text and "closed GET" in text
-    assert "<redacted>" in text and "t1" in text
-    for secret in ("sk-verysecret", "topsecret", "secret-body"):
+    assert "<redacted>" in text and "t1" in text and "page=2" in text
+    for secret in ("sk-verysecret", "topsecret", "secret-body", "googsecret", "qsecret", "pwsecret"):
         assert secret not in text

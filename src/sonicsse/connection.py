@@ -27,7 +27,7 @@ from aiosonic import HTTPClient
 from aiosonic.exceptions import ConnectTimeout
 
 from . import _policy
-from ._hooks import SECRET_HEADERS, call_hook, logger, redact_headers
+from ._hooks import call_hook, is_secret_name, logger, redact_headers, redact_url
 from ._inband import error_from_event
 from ._parser import SSEDecoder
 from ._transport import BodyReader, TransportError, is_bad_response, open_response
@@ -148,13 +148,40 @@ def _default_loads() -> Callable[[Any], Any]:
 
 
 def _sentinel_matcher(
-    done: str | Callable[[Event], bool] | None, raw: bool
+    done: str | Callable[[Event], bool] | None, raw: bool, text_events: bool = False
 ) -> Callable[[Event], bool] | None:
-    """A test for the end sentinel: a predicate as given, or equality with the data (bytes when raw)."""
-    if done is None or callable(done):
-        return done
+    """A test for the end sentinel: a predicate, or equality with the data (bytes when ``raw``).
+
+    ``text_events``: the decoder gives bytes only for sonicsse's own use (``iter_json`` feeding a JSON
+    parser), so the caller's predicate still gets the event with str data it was written for.
+    """
+    if done is None:
+        return None
+    if callable(done):
+        if not text_events:
+            return done
+        predicate = done
+        return lambda event: predicate(_as_text(event))
     value: str | bytes = done.encode() if raw else done
     return lambda event: event["data"] == value
+
+
+def _as_text(event: Event) -> Event:
+    data: Any = event["data"]
+    if not isinstance(data, bytes):
+        return event
+    text = event.copy()
+    text["data"] = data.decode("utf-8", "replace")
+    return text
+
+
+def _resume_point(events: list[Event], before: str | None) -> str | None:
+    """The id to resume after, when only ``events`` of a read were delivered (the rest was cut off by
+    an end sentinel or an in-band error): the last id among them, else the resume point before them."""
+    for event in reversed(events):
+        if event["id"] is not None:
+            return event["id"]
+    return before
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -319,7 +346,7 @@ class SSEConnection:
         if self._closed:
             return
         self._closed = True
-        log.debug("sonicsse: closed %s %s", self._config.method.upper(), self._config.url)
+        log.debug("sonicsse: closed %s %s", self._config.method.upper(), redact_url(self._config.url))
         body = self._body
         if body is not None:
             body.interrupt(_Interrupted("closed"))
@@ -405,10 +432,13 @@ class SSEConnection:
         raw = auto or parse is _json.loads
         decoder = self._decoder
         saved = (decoder.decode, self._error_event, self._is_done, self._loads, self._screening)
+        switched = raw and decoder.decode
         if raw:
             decoder.decode = False
         self._error_event = self._error_event or "error"
-        self._is_done = _sentinel_matcher(done, raw=not decoder.decode) if done is not None else self._is_done
+        if done is None:
+            done = self._config.done
+        self._is_done = _sentinel_matcher(done, raw=not decoder.decode, text_events=switched)
         self._loads = parse
         self._screening = True
         try:
@@ -484,12 +514,17 @@ class SSEConnection:
                 events = exc.events
             if self._comment_results:
                 await self._await_comments()
+            cut = False
             if events and self._screening:
-                events = await self._screen(events)
+                screened = await self._screen(events)
+                cut = len(screened) < len(events)
+                events = screened
             if events:
                 self._count(events, loop)
                 if self._checkpoint is not None:
-                    self._consumed_id = decoder.last_event_id
+                    self._consumed_id = (
+                        _resume_point(events, self._consumed_id) if cut else decoder.last_event_id
+                    )
                 return events
             if self._pending_error is not None:
                 error, self._pending_error = self._pending_error, None
@@ -669,7 +704,7 @@ class SSEConnection:
                 log.info(
                     "sonicsse: reconnecting %s %s in %.3f s (attempt %d): %s",
                     cfg.method.upper(),
-                    cfg.url,
+                    redact_url(cfg.url),
                     delay,
                     self._failures + 1,
                     cause if cause is not None else "the stream ended",
@@ -736,7 +771,8 @@ class SSEConnection:
         method, url, data, json = cfg.method, cfg.url, cfg.data, cfg.json
         headers = await self._request_headers()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("sonicsse: requesting %s %s headers=%s", method.upper(), url, redact_headers(headers))
+            shown = redact_url(url), redact_headers(headers)
+            log.debug("sonicsse: requesting %s %s headers=%s", method.upper(), *shown)
         self._decoder.reset()
         for _ in range(_MAX_REDIRECTS + 1):
             try:
@@ -775,7 +811,7 @@ class SSEConnection:
                         status=body.status,
                     )
                 self._stream_opened(body)
-                log.info("sonicsse: connected %s %s (%s)", method.upper(), url, body.status)
+                log.info("sonicsse: connected %s %s (%s)", method.upper(), redact_url(url), body.status)
                 await call_hook(cfg.on_open, body.status, body.headers)
                 return True
             if action is _policy.Action.END:
@@ -801,7 +837,7 @@ class SSEConnection:
                         if k.lower() not in ("content-type", "content-length")
                     }
                 if not _same_origin(url, new_url):  # credentials stay with the origin they were meant for
-                    headers = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
+                    headers = {k: v for k, v in headers.items() if not is_secret_name(k)}
                 method, url = new_method, new_url
                 continue
             try:
