@@ -247,6 +247,16 @@ def test_data_only_output(server: DemoServer) -> None:
     assert r.stdout == '{"n": 1}\nupdate 2\nsecond line\nping 3\n'
 
 
+def test_done_ends_at_the_sentinel_without_reconnecting(server: DemoServer) -> None:
+    """The demo's chat route ends its GET stream after [DONE] without a 204: without --done the CLI
+    would reconnect (as EventSource does); with it the run ends there, exit 0."""
+    r = cli(f"{server.url}/v1/chat/completions", "--data-only", "--done", "[DONE]", "--retry-delay", "60000")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines and "[DONE]" not in lines
+    assert all(json.loads(line)["object"] == "chat.completion.chunk" for line in lines)
+
+
 def test_event_filter(server: DemoServer) -> None:
     r = cli(f"{server.url}/events?n=9", "--jsonl", "--no-reconnect", "--event", "ping", "--event", "message")
     assert r.returncode == 0, r.stderr
@@ -428,6 +438,8 @@ def test_connection_refused_exits_1_at_once(extra: list[str]) -> None:
         ["http://127.0.0.1:1/", "-d", "x", "--json", "{}"],
         ["http://127.0.0.1:1/", "-d", "@/nonexistent/body"],
         ["http://127.0.0.1:1/", "--jsonl", "--data-only"],
+        ["http://127.0.0.1:1/", "--json", "--data-only"],
+        ["http://127.0.0.1:1/", "--data-only", "--json"],
         ["demo", "--events", "many"],
     ],
 )

@@ -74,7 +74,7 @@ def classify_response(status: int, content_type: str | None, *, follow: bool) ->
     if status in REDIRECT_STATUSES:
         if follow:
             return Action.REDIRECT, "redirect"
-        return Action.FAIL, "redirect not followed (pass follow=True to follow it)"
+        return Action.FAIL, "redirect not followed (follow=True, or --follow on the command line, follows it)"
     if status in RETRY_STATUSES or 500 <= status <= 599:
         return Action.RETRY, "server error" if status >= 500 else "rate limited"
     return Action.FAIL, "unexpected status"

@@ -69,14 +69,19 @@ class _JsonOption(argparse.Action):
         values: str | Sequence[Any] | None,
         option_string: str | None = None,
     ) -> None:
+        is_body = values is not None and (str(values)[:1] in ("{", "[", "@") or _is_json_scalar(str(values)))
+        if not is_body and getattr(namespace, "output", "text") == "data":
+            parser.error("argument --json: not allowed with argument --data-only")
         if values is None:
             namespace.output = "json"
+            namespace.bare_json = True
             return
         value = str(values)
         if value[:1] in ("{", "[", "@") or _is_json_scalar(value):
             namespace.json_body = value
         else:
             namespace.output = "json"
+            namespace.bare_json = True
             namespace.url_after_json = value
 
 
@@ -202,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "-n", "--max-events", type=_positive_int, metavar="N", help="stop after N printed events"
     )
+    out.add_argument(
+        "--done",
+        metavar="TEXT",
+        help="end cleanly at the event whose data is TEXT, e.g. '[DONE]' (not printed, no reconnect)",
+    )
     mode = out.add_mutually_exclusive_group()
     mode.add_argument(
         "--jsonl", action="store_const", const="json", dest="output", help="print one JSON object per event"
@@ -216,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log connection attempts and reconnections on stderr"
     )
     _add_common_output(parser)
-    parser.set_defaults(output="text", url_after_json=None)
+    parser.set_defaults(output="text", url_after_json=None, bare_json=False)
     return parser
 
 
@@ -699,6 +709,8 @@ def _build_request(args: argparse.Namespace) -> dict[str, Any]:
         raise _UsageError(f"unsupported URL scheme {scheme!r}: use http:// or https://")
     if args.data is not None and args.json_body is not None:
         raise _UsageError("-d/--data and --json BODY cannot be combined")
+    if args.bare_json and args.output != "json":
+        raise _UsageError("argument --data-only: not allowed with argument --json (JSON-lines output)")
     headers = _parse_headers(args.header)
     request: dict[str, Any] = {"url": url, "headers": headers}
     if args.json_body is not None:
@@ -722,6 +734,8 @@ def _build_request(args: argparse.Namespace) -> dict[str, Any]:
         request["last_event_id"] = args.last_event_id
     if args.resume_unsafe:
         request["resume_unsafe"] = True
+    if args.done is not None:
+        request["done"] = args.done
     return request
 
 
@@ -734,7 +748,12 @@ def _version_text() -> str:
     for dist in ("aiosonic", "uvloop"):
         with contextlib.suppress(Exception):  # not installed
             extras.append(f"{dist} {version(dist)}")
-    decoder = "compiled C" if IMPLEMENTATION == "c" else "pure Python"
+    if IMPLEMENTATION == "c":
+        decoder = "compiled C"
+    elif os.environ.get("SONICSSE_NO_EXTENSIONS"):
+        decoder = "pure Python: SONICSSE_NO_EXTENSIONS is set"
+    else:
+        decoder = "pure Python: the compiled extension is not installed (no compiler at build time?)"
     return (
         f"sonicsse {__version__} (decoder: {IMPLEMENTATION}, {decoder}; "
         f"{', '.join([*extras, f'Python {platform.python_version()}'])})"
