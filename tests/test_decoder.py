@@ -592,3 +592,31 @@ def test_size_limits_must_be_integers(decoder_cls: Any, limit: Any) -> None:
 def test_size_limit_beyond_the_address_space_means_no_limit(decoder_cls: Any) -> None:
     decoder = decoder_cls(max_line_size=1 << 70, max_event_size=1 << 70)
     assert decoder.feed(b"data: " + b"x" * 100 + b"\n\n") == [ev("x" * 100)]
+
+
+def test_decoders_in_parallel_threads_do_not_interfere(decoder_cls: Any) -> None:
+    """One decoder per thread, all at once (on a free-threaded build, truly in parallel): the module
+    keeps no shared mutable state, so each gives what it gives alone."""
+    import concurrent.futures
+
+    stream = b"".join(
+        b"id: %d\r\nevent: t%d\ndata: %s\r\r" % (i, i % 5, ("x\u00e9" * (i % 40)).encode())
+        for i in range(3000)
+    )
+
+    def run(seed: int) -> list[dict[str, Any]]:
+        decoder = decoder_cls(dedup=True, dedup_window=64)
+        events: list[dict[str, Any]] = []
+        pos = 0
+        step = 1 + seed
+        while pos < len(stream):
+            events += decoder.feed(stream[pos : pos + step])
+            pos += step
+            step = step * 7 % 97 + 1
+        return events
+
+    alone = run(0)
+    assert len(alone) == 3000
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(run, range(8)))
+    assert all(result == alone for result in results)

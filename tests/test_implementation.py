@@ -48,3 +48,22 @@ def test_exceptions_are_aiosonic_exceptions() -> None:
 
     assert issubclass(sonicsse.SSEParsingError, aiosonic.exceptions.SSEParsingError)
     assert issubclass(sonicsse.SSEConnectionError, aiosonic.exceptions.SSEConnectionError)
+
+
+def test_the_compiled_decoders_type_stub_declares_the_pure_twins_public_api() -> None:
+    """``_parser_c.pyi`` gives the compiled decoder the pure one's types: both must name the same API."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    from sonicsse import _parser_py
+
+    stub = Path(sonicsse.__file__).with_name("_parser_c.pyi")
+    tree = ast.parse(stub.read_text(encoding="utf-8"))
+    (cls,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "SSEDecoder"]
+    declared = {node.name for node in cls.body if isinstance(node, ast.FunctionDef)}
+    public = {name for name in vars(_parser_py.SSEDecoder) if not name.startswith("_")}
+    assert declared - {"__init__"} == public
+    init = next(node for node in cls.body if isinstance(node, ast.FunctionDef) and node.name == "__init__")
+    stub_params = [arg.arg for arg in init.args.args[1:]]
+    assert stub_params == list(inspect.signature(_parser_py.SSEDecoder).parameters)
