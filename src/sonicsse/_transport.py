@@ -36,8 +36,10 @@ __all__ = [
 
 #: Connections per pool of the HTTPClient an SSEClient creates: 1,000 streams to one host never wait.
 DEFAULT_POOL_SIZE = 1024
-#: Largest read asked from the socket buffer: every byte already received is taken in one read.
-_READ_SIZE = 1 << 18
+#: Largest read asked from the socket buffer. Not larger: with glibc, a buffer over 128 KiB is allocated
+#: above the mmap threshold or grows and trims the heap with brk() on every read, while 64 KiB buffers
+#: reuse freed heap chunks (bulk workload: 0.54 -> 0.43 µs of CPU per event end to end).
+_READ_SIZE = 1 << 16
 #: Largest decompressed output handed over per read (the rest stays in zlib until the next read).
 _MAX_INFLATE = 1 << 20
 #: Longest chunk-size, chunk-end or trailer line held while its end has not arrived.
