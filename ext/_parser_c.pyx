@@ -125,10 +125,17 @@ cdef class SSEDecoder:
     cdef Py_ssize_t _max_event_size
     cdef object _on_comment
     cdef object _event_type     # str | None: this block's event type
-    cdef object _event_id       # str | None: the id given in this block
+    cdef bint _block_id         # this block gave an id: its own id is the id buffer's value
     cdef object _event_retry    # int | None: the retry given in this block
+    # The id buffer and the last event ID string, each a str or, while *_lazy, the raw bytes in *_raw:
+    # every event of a stream usually carries a new id, and an id that no delivered event shows (an
+    # event filtered out by event_types, a block without data) need not become a str unless read.
     cdef str _id_buffer
+    cdef Buf _id_raw
+    cdef bint _id_lazy
     cdef str _last_event_id
+    cdef Buf _last_raw
+    cdef bint _last_lazy
     cdef object _retry
     cdef list _type_raws        # recent event types, raw and decoded: streams repeat a few names
     cdef list _type_strs
@@ -147,10 +154,16 @@ cdef class SSEDecoder:
         self._line.len = self._line.cap = 0
         self._data.ptr = NULL
         self._data.len = self._data.cap = 0
+        self._id_raw.ptr = NULL
+        self._id_raw.len = self._id_raw.cap = 0
+        self._last_raw.ptr = NULL
+        self._last_raw.len = self._last_raw.cap = 0
 
     def __dealloc__(self):
         buf_free(&self._line)
         buf_free(&self._data)
+        buf_free(&self._id_raw)
+        buf_free(&self._last_raw)
 
     def __init__(
         self,
@@ -182,6 +195,7 @@ cdef class SSEDecoder:
         self._max_line_size = max_line_size
         self._max_event_size = max_event_size
         self._last_event_id = last_event_id
+        self._last_lazy = False
         self._retry = None
         self._ring = [None] * dedup_window
         self._ring_pos = 0
@@ -198,7 +212,7 @@ cdef class SSEDecoder:
         self._feeding = False
         self._start_stream()
 
-    cdef void _start_stream(self) noexcept:
+    cdef int _start_stream(self) except -1:
         self._line.len = 0
         self._data.len = 0
         self._data_start = 0
@@ -208,14 +222,22 @@ cdef class SSEDecoder:
         self._offset = 0
         self._failed = False
         self._event_type = None
-        self._id_buffer = self._last_event_id
-        self._event_id = None
+        self._id_buffer = self._resolved_last_event_id()
+        self._id_lazy = False
+        self._block_id = False
         self._event_retry = None
+        return 0
+
+    cdef str _resolved_last_event_id(self):
+        if self._last_lazy:
+            self._last_event_id = PyUnicode_DecodeUTF8(self._last_raw.ptr, self._last_raw.len, "replace")
+            self._last_lazy = False
+        return self._last_event_id
 
     @property
     def last_event_id(self):
         """The spec's "last event ID string": the id to send as ``Last-Event-ID`` when resuming."""
-        return self._last_event_id
+        return self._resolved_last_event_id()
 
     @property
     def decode(self):
@@ -455,8 +477,10 @@ cdef class SSEDecoder:
                 if self._strict:
                     self._malformed("id contains NUL", p, n)
             else:
-                self._event_id = PyUnicode_DecodeUTF8(value, value_len, "replace")
-                self._id_buffer = self._event_id
+                self._id_raw.len = 0
+                buf_append(&self._id_raw, value, value_len)
+                self._id_lazy = True
+                self._block_id = True
         elif name_len == 5 and memcmp(p, b"retry", 5) == 0:
             if value_len and all_digits(value, value_len):
                 retry = parse_digits(value, value_len)
@@ -497,17 +521,18 @@ cdef class SSEDecoder:
 
     cdef int _dispatch(self, list events) except -1:
         cdef object data = None
-        cdef object event_type, event_id, event_retry
+        cdef object event_type, event_retry
+        cdef object event_id = None
         cdef dict event
         cdef bint first_after_reset
-        self._last_event_id = self._id_buffer
+        cdef bint block_id = self._block_id
         event_type = self._event_type
-        event_id = self._event_id
         event_retry = self._event_retry
         self._event_type = None
-        self._event_id = None
+        self._block_id = False
         self._event_retry = None
         if not self._has_data:
+            self._last_event_id_from_id_buffer()
             return 0
         self._has_data = False
         if self._event_types is None or (
@@ -524,7 +549,15 @@ cdef class SSEDecoder:
         self._data.len = 0
         self._data_start = 0
         if data is None:
+            self._last_event_id_from_id_buffer()
             return 0
+        if self._id_lazy:  # the event shows its id: the id buffer becomes a str now
+            self._id_buffer = PyUnicode_DecodeUTF8(self._id_raw.ptr, self._id_raw.len, "replace")
+            self._id_lazy = False
+        self._last_event_id = self._id_buffer
+        self._last_lazy = False
+        if block_id:
+            event_id = self._id_buffer
         if self._dedup:
             first_after_reset = self._after_reset
             self._after_reset = False
@@ -543,6 +576,18 @@ cdef class SSEDecoder:
         if event_retry is not None:
             PyDict_SetItem(event, "retry", event_retry)
         events.append(event)
+        return 0
+
+    cdef int _last_event_id_from_id_buffer(self) except -1:
+        """At a blank line that dispatches nothing: the last event ID string takes the id buffer's value,
+        kept raw while the id buffer is raw."""
+        if self._id_lazy:
+            self._last_raw.len = 0
+            buf_append(&self._last_raw, self._id_raw.ptr, self._id_raw.len)
+            self._last_lazy = True
+        else:
+            self._last_event_id = self._id_buffer
+            self._last_lazy = False
         return 0
 
     cdef int _remember_id(self, str event_id) except -1:
