@@ -297,6 +297,25 @@ async def test_iter_json_with_bytes_and_custom_loads() -> None:
     assert fed == [bytes, bytes]
 
 
+async def test_iter_json_feeds_bytes_only_to_orjson() -> None:
+    """json.loads is slower on bytes than on str (it detects the encoding first): only orjson gets bytes."""
+    body = b'data: {"n": 1}\n\ndata: [DONE]\n\n'
+    fed: list[Any] = []
+
+    def loads(data: Any) -> Any:
+        fed.append(type(data))
+        return json.loads(data)
+
+    async with ScriptServer([[*sse_chunked(body, end=False), STALL]]) as srv, SSEClient() as client:
+        async with client.connect(srv.url()) as conn:
+            assert [v async for v in conn.iter_json(loads=loads)] == [{"n": 1}]
+        orjson = pytest.importorskip("orjson")
+        async with client.connect(srv.url()) as conn:
+            assert [v async for v in conn.iter_json(loads=orjson.loads)] == [{"n": 1}]
+            assert conn._decoder.decode  # restored after iter_json switched it to bytes
+    assert fed == [str]
+
+
 async def test_event_types_filter() -> None:
     body = b"".join(
         b"event: %s\nid: %d\ndata: %d\n\n" % (b"keep" if i % 10 == 0 else b"noise", i, i) for i in range(50)
