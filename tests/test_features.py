@@ -282,14 +282,20 @@ async def test_decode_false_yields_bytes() -> None:
     assert events == [{"data": "café".encode(), "event": "e", "id": "1", "retry": None}]
 
 
-async def test_iter_json_with_bytes_and_custom_loads() -> None:
-    body = b'data: {"n": 1}\n\ndata: {"n": 2}\n\ndata: [DONE]\n\n'
-    fed: list[Any] = []
+def recording_loads(fed: list[type]) -> Any:
+    """json.loads that notes the type of what it is given."""
 
     def loads(data: Any) -> Any:
         fed.append(type(data))
         return json.loads(data)
 
+    return loads
+
+
+async def test_iter_json_with_bytes_and_custom_loads() -> None:
+    body = b'data: {"n": 1}\n\ndata: {"n": 2}\n\ndata: [DONE]\n\n'
+    fed: list[type] = []
+    loads = recording_loads(fed)
     async with ScriptServer([[*sse_chunked(body, end=False), STALL]]) as srv:
         async with SSEClient() as client, client.connect(srv.url(), decode=False) as conn:
             values = [v async for v in conn.iter_json(loads=loads)]
@@ -300,12 +306,8 @@ async def test_iter_json_with_bytes_and_custom_loads() -> None:
 async def test_iter_json_feeds_bytes_only_to_orjson() -> None:
     """json.loads is slower on bytes than on str (it detects the encoding first): only orjson gets bytes."""
     body = b'data: {"n": 1}\n\ndata: [DONE]\n\n'
-    fed: list[Any] = []
-
-    def loads(data: Any) -> Any:
-        fed.append(type(data))
-        return json.loads(data)
-
+    fed: list[type] = []
+    loads = recording_loads(fed)
     async with ScriptServer([[*sse_chunked(body, end=False), STALL]]) as srv, SSEClient() as client:
         async with client.connect(srv.url()) as conn:
             assert [v async for v in conn.iter_json(loads=loads)] == [{"n": 1}]
