@@ -314,3 +314,18 @@ def test_sse_parse_invalid_retry() -> None:
     conn._config = config  # type: ignore[assignment]
     with pytest.raises(SSEParsingError, match="retry"):
         conn._parse_event("retry: abc\n\n")
+
+
+def test_aiosonic_module_paths_work_with_the_package_name_changed() -> None:
+    """aiosonic's test file with every ``aiosonic`` replaced by ``sonicsse`` still imports and runs."""
+    from sonicsse import SSEClient as ClientFromPackage
+    from sonicsse.exceptions import SSEParsingError as ParsingError
+    from sonicsse.sse_client import SSEClient as Client
+    from sonicsse.sse_client import SSEConnection as Connection
+    from sonicsse.sse_config import RequestConfig as Config
+
+    assert Client is ClientFromPackage
+    conn = Connection.__new__(Connection)
+    conn._config = Config(method="GET", url="http://example.com")  # type: ignore[assignment]
+    with pytest.raises(ParsingError, match="retry"):
+        conn._parse_event("retry: abc\n\n")
