@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import sonicsse.connection
 from sonicsse import FileCheckpoint, SSEClient
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError, SSEServerError
 
@@ -316,6 +318,16 @@ async def test_iter_json_feeds_bytes_only_to_orjson() -> None:
             assert [v async for v in conn.iter_json(loads=orjson.loads)] == [{"n": 1}]
             assert conn._decoder.decode  # restored after iter_json switched it to bytes
     assert fed == [str]
+
+
+async def test_iter_json_without_orjson_uses_json_loads_on_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "orjson", None)  # `import orjson` now fails, as when not installed
+    assert sonicsse.connection._default_loads() is json.loads
+    body = b'data: {"n": 1}\n\ndata: [DONE]\n\n'
+    async with ScriptServer([[*sse_chunked(body, end=False), STALL]]) as srv, SSEClient() as client:
+        async with client.connect(srv.url()) as conn:
+            assert [v async for v in conn.iter_json()] == [{"n": 1}]
+            assert conn._decoder.decode
 
 
 async def test_event_types_filter() -> None:
