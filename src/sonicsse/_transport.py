@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import logging
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +21,7 @@ from aiosonic.connection import Connection
 from aiosonic.connectors import TCPConnector
 from aiosonic.pools import PoolConfig
 
-logger = logging.getLogger("sonicsse")
+from ._hooks import logger
 
 __all__ = [
     "DEFAULT_POOL_SIZE",

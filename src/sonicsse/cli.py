@@ -69,19 +69,15 @@ class _JsonOption(argparse.Action):
         values: str | Sequence[Any] | None,
         option_string: str | None = None,
     ) -> None:
-        is_body = values is not None and (str(values)[:1] in ("{", "[", "@") or _is_json_scalar(str(values)))
-        if not is_body and getattr(namespace, "output", "text") == "data":
-            parser.error("argument --json: not allowed with argument --data-only")
-        if values is None:
-            namespace.output = "json"
-            namespace.bare_json = True
-            return
-        value = str(values)
-        if value[:1] in ("{", "[", "@") or _is_json_scalar(value):
+        value = None if values is None else str(values)
+        if value is not None and (value[:1] in ("{", "[", "@") or _is_json_scalar(value)):
             namespace.json_body = value
-        else:
-            namespace.output = "json"
-            namespace.bare_json = True
+            return
+        if getattr(namespace, "output", "text") == "data":
+            parser.error("argument --json: not allowed with argument --data-only")
+        namespace.output = "json"
+        namespace.bare_json = True
+        if value is not None:
             namespace.url_after_json = value
 
 
