@@ -1,9 +1,10 @@
 """The only module that touches aiosonic: open a streamed response, read raw body bytes, close it.
 
 aiosonic sends the request (TLS, proxies, pools, cookies, auth, HTTP/2) and parses the status line
-and headers. The body is read here, straight from the connection's ``StreamReader``: one ``await``
-per socket read, whatever the framing (chunked, ``Content-Length`` or close-delimited), with
-chunked framing and gzip/deflate undone synchronously on the bytes of that read.
+and headers. The HTTP/1.1 body is read here: the connection's socket is handed from aiosonic's
+``StreamReader`` to a :class:`BodyReceiver`, which reads it into one reusable buffer, and chunked
+framing and gzip/deflate are undone synchronously on the bytes of each socket read, whatever the
+framing (chunked, ``Content-Length`` or close-delimited).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiosonic.connectors import TCPConnector
 from aiosonic.pools import PoolConfig
 
 from ._hooks import logger
+from ._receiver import BodyReceiver
 
 __all__ = [
     "DEFAULT_POOL_SIZE",
@@ -35,10 +37,6 @@ __all__ = [
 
 #: Connections per pool of the HTTPClient an SSEClient creates: 1,000 streams to one host never wait.
 DEFAULT_POOL_SIZE = 1024
-#: Largest read asked from the socket buffer. Not larger: with glibc, a buffer over 128 KiB is allocated
-#: above the mmap threshold or grows and trims the heap with brk() on every read, while 64 KiB buffers
-#: reuse freed heap chunks (bulk workload: 0.54 -> 0.43 µs of CPU per event end to end).
-_READ_SIZE = 1 << 16
 #: Largest decompressed output handed over per read (the rest stays in zlib until the next read).
 _MAX_INFLATE = 1 << 20
 #: Longest chunk-size, chunk-end or trailer line held while its end has not arrived.
@@ -132,7 +130,7 @@ class _Inflater:
     def pending(self) -> bool:
         return bool(self._obj.unconsumed_tail)
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes | memoryview) -> bytes:
         try:
             out = self._obj.decompress(self._obj.unconsumed_tail + data, _MAX_INFLATE)
         except zlib.error:
@@ -150,32 +148,50 @@ class _Inflater:
         return self._obj.flush()
 
 
-def _chunk_size(line: bytes) -> int:
+def _chunk_size(line: bytes | bytearray) -> int:
     """The size of a chunk size line with extensions (``1a;name=value``)."""
     try:
         return int(line.split(b";", 1)[0].strip(), 16)
     except ValueError:
-        raise TransportError(f"broken chunked framing: bad chunk size {line[:40]!r}") from None
+        raise TransportError(f"broken chunked framing: bad chunk size {bytes(line[:40])!r}") from None
+
+
+def _receive_body(reader: asyncio.StreamReader) -> BodyReceiver:
+    """Hand the socket behind ``reader`` to a BodyReceiver, with the body bytes the reader already holds."""
+    buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
+    initial = bytes(buffered)
+    buffered.clear()
+    transport = reader._transport  # type: ignore[attr-defined]
+    exc = reader.exception()
+    ended = reader._eof or exc is not None  # type: ignore[attr-defined]
+    receiver = BodyReceiver(transport, transport.get_protocol(), initial, eof=ended)
+    if exc is not None:
+        receiver.lost = exc
+    return receiver
 
 
 class BodyReader:
-    """One streamed HTTP response: status, headers, and the body read one socket read at a time."""
+    """One streamed HTTP response: status, headers, and the body as it arrives.
+
+    An HTTP/1.1 body is received by a :class:`BodyReceiver` (no copy between the socket and the
+    decoder); ``read()`` returns a view of its buffer, valid until the next ``read()``.
+    """
 
     __slots__ = (
-        "_buf",
         "_chunk_left",
         "_closed",
         "_conn",
         "_failed",
-        "_fast",
+        "_gather_end",
+        "_gather_start",
         "_h2_iter",
         "_inflater",
         "_interrupt_exc",
         "_leftover",
         "_mode",
-        "_reader",
         "_remaining",
         "_response",
+        "_rx",
         "_state",
         "completed",
         "headers",
@@ -193,13 +209,12 @@ class BodyReader:
         self._leftover = False
         self._interrupt_exc: Exception | None = None
         self._failed: TransportError | None = None
-        self._fast = False
-        self._buf = b""
         self._chunk_left = 0
         self._state = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
-        self._remaining: int | None = None
+        self._gather_start = self._gather_end = 0
+        self._remaining = 0
         self._h2_iter: Any = None
-        self._reader: asyncio.StreamReader | None = None
+        self._rx: BodyReceiver | None = None
         self._conn: Connection | None = None
         encoding = (response.headers.get("content-encoding") or "").strip().lower()
         self._inflater = _Inflater(encoding) if encoding in ("gzip", "deflate", "x-gzip") else None
@@ -215,7 +230,7 @@ class BodyReader:
         if conn is None or conn.reader is None:
             self._mode = "none"
             return
-        self._reader = conn.reader
+        reader = conn.reader
         if not conn.blocked:
             # A shared HTTPClient without HoldingConnection already put this connection back in its
             # pool: take the socket out of it, so no other request is sent over it.
@@ -228,14 +243,18 @@ class BodyReader:
             self._mode = "body"
         elif response.chunked:
             self._mode = "chunked"
-            self._fast = self._inflater is None
         elif response._remaining is not None:
-            self._mode = "length"
+            self._mode = "length" if response._remaining > 0 else "body"
             self._remaining = response._remaining
         elif response.body or "content-length" in response.headers:
             self._mode = "body"  # aiosonic already read a (short) body
         else:
             self._mode = "close"
+        if self._mode != "body":
+            self._rx = _receive_body(reader)
+        elif self._conn is None:
+            # A stolen socket with nothing left to read: only this object knows it.
+            reader._transport.abort()
 
     @property
     def unframed_lost(self) -> bool:
@@ -245,39 +264,77 @@ class BodyReader:
     def interrupt(self, exc: Exception) -> None:
         """Make the pending (or next) read raise ``exc`` (timers, and ``close()`` from another task)."""
         self._interrupt_exc = exc
-        if self._reader is not None:
-            self._reader.set_exception(exc)
+        if self._rx is not None:
+            self._rx.interrupt(exc)
         elif self._response._h2_chunk_queue is not None:
             self._response._h2_chunk_queue.put_nowait(exc)
 
-    async def read(self) -> bytes:
-        """The next decoded body bytes; ``b""`` at the end of the body. One socket read per call.
+    async def read(self) -> bytes | memoryview:
+        """The next decoded body bytes; ``b""`` at the end of the body.
 
-        Raises TransportError when the connection drops before the end of a framed body, or when
-        its framing or compression is broken.
+        A view into the receive buffer comes back when no decompression was needed: use it (or copy
+        it) before the next ``read()``. Raises TransportError when the connection drops before the end
+        of a framed body, or when its framing or compression is broken.
         """
         if self._closed:
             raise self._interrupt_exc or TransportError("the response was closed")
-        if self._fast:  # uncompressed chunked body: the common case, without nested coroutines
-            reader = self._reader
-            assert reader is not None
-            while True:
-                try:
-                    raw = await reader.read(_READ_SIZE)
-                except OSError as exc:
-                    raise TransportError(f"connection lost: {exc!r}") from exc
-                if not raw:
-                    raise TransportError("connection closed before the end of the chunked body")
-                if self._buf:
-                    raw = self._buf + raw
-                    self._buf = b""
-                out = self._dechunk(raw)
-                if out or self.completed:
-                    self._fast = not self.completed and self._failed is None
+        rx = self._rx
+        if rx is None:
+            return await self._read_unbuffered()
+        inflater = self._inflater
+        while True:
+            rx.check()
+            if inflater is not None and inflater.pending:
+                out = inflater.more()
+                if out:
                     return out
-        return await self._read_slow()
+            if self.completed:
+                return inflater.flush() if inflater is not None else b""
+            if rx.start < rx.end:
+                data = self._dechunk(rx) if self._mode == "chunked" else self._take(rx)
+                if data and inflater is not None:
+                    data = self._inflate(inflater, data)
+                if data:
+                    return data
+                if self.completed:
+                    continue
+            if rx.eof:
+                self._at_eof(rx)
+                continue
+            await rx.receive()
 
-    async def _read_slow(self) -> bytes:
+    def _take(self, rx: BodyReceiver) -> memoryview:
+        """Everything received of a close-delimited body, or of a ``Content-Length`` one up to its end."""
+        start = rx.start
+        stop = rx.end
+        if self._mode == "length":
+            stop = min(stop, start + self._remaining)
+            self._remaining -= stop - start
+            if self._remaining == 0:
+                self.completed = True
+                self._leftover = stop < rx.end
+        rx.start = stop
+        return rx.view(start, stop)
+
+    def _at_eof(self, rx: BodyReceiver) -> None:
+        """The peer ended the stream with everything received parsed: the end of the body, or an error."""
+        if rx.lost is not None:
+            raise TransportError(f"connection lost: {rx.lost!r}")
+        if self._mode == "close":
+            self.completed = True
+        elif self._mode == "length":
+            raise TransportError(f"connection closed with {self._remaining} bytes of the body missing")
+        else:
+            raise TransportError("connection closed before the end of the chunked body")
+
+    def _inflate(self, inflater: _Inflater, data: bytes | memoryview) -> bytes:
+        try:
+            return inflater.feed(data) if data else inflater.flush()
+        except zlib.error as exc:
+            raise TransportError(f"broken {self.headers.get('content-encoding')} body: {exc}") from exc
+
+    async def _read_unbuffered(self) -> bytes:
+        """HTTP/2 bodies, and bodies aiosonic already read."""
         inflater = self._inflater
         if inflater is not None and inflater.pending:
             out = inflater.more()
@@ -286,60 +343,29 @@ class BodyReader:
         if self.completed:
             return inflater.flush() if inflater is not None else b""
         while True:
-            data = await self._read_raw()
+            data = await self._read_h2() if self._mode == "h2" else self._read_body()
             if inflater is not None:
-                try:
-                    data = inflater.feed(data) if data else inflater.flush()
-                except zlib.error as exc:
-                    raise TransportError(
-                        f"broken {self.headers.get('content-encoding')} body: {exc}"
-                    ) from exc
+                data = self._inflate(inflater, data)
                 if not data and not self.completed:
                     continue
             if data or self.completed:
                 return data
 
-    async def _read_raw(self) -> bytes:
-        mode = self._mode
-        if mode == "chunked":
-            return await self._read_chunked()
-        if mode == "close":
-            try:
-                data = await self._reader.read(_READ_SIZE)  # type: ignore[union-attr]
-            except (OSError, asyncio.IncompleteReadError) as exc:
+    async def _read_h2(self) -> bytes:
+        try:
+            return bytes(await self._h2_iter.__anext__())
+        except StopAsyncIteration:
+            self.completed = True
+            return b""
+        except (OSError, ConnectionError) as exc:
+            raise TransportError(f"connection lost: {exc!r}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("aiosonic"):
                 raise TransportError(f"connection lost: {exc!r}") from exc
-            if not data:
-                self.completed = True
-            return data
-        if mode == "length":
-            remaining = self._remaining or 0
-            if remaining <= 0:
-                self.completed = True
-                return b""
-            try:
-                data = await self._reader.read(min(remaining, _READ_SIZE))  # type: ignore[union-attr]
-            except OSError as exc:
-                raise TransportError(f"connection lost: {exc!r}") from exc
-            if not data:
-                raise TransportError(f"connection closed with {remaining} bytes of the body missing")
-            remaining -= len(data)
-            self._remaining = remaining
-            if remaining == 0:
-                self.completed = True
-            return data
-        if mode == "h2":
-            try:
-                return bytes(await self._h2_iter.__anext__())
-            except StopAsyncIteration:
-                self.completed = True
-                return b""
-            except (OSError, ConnectionError) as exc:
-                raise TransportError(f"connection lost: {exc!r}") from exc
-            except Exception as exc:
-                if type(exc).__module__.startswith("aiosonic"):
-                    raise TransportError(f"connection lost: {exc!r}") from exc
-                raise
-        if mode == "body":
+            raise
+
+    def _read_body(self) -> bytes:
+        if self._mode == "body":
             self._mode = "done"
             body = self._response.body
             if body:
@@ -347,108 +373,100 @@ class BodyReader:
         self.completed = True
         return b""
 
-    async def _read_chunked(self) -> bytes:
-        """De-chunk one socket read (a read may hold many chunks, or only part of one)."""
-        reader = self._reader
-        assert reader is not None
+    def _dechunk(self, rx: BodyReceiver) -> memoryview | bytes:
+        """De-chunk what was received, in place: the chunks' payload is gathered at the start of the
+        region, the framing between them dropped. A partial size line or CRLF stays for the next read."""
         if self._failed is not None:
             raise self._failed
-        while True:
-            try:
-                raw = await reader.read(_READ_SIZE)
-            except OSError as exc:
-                raise TransportError(f"connection lost: {exc!r}") from exc
-            if not raw:
-                raise TransportError("connection closed before the end of the chunked body")
-            buf = self._buf + raw if self._buf else raw
-            self._buf = b""
-            out = self._dechunk(buf)
-            if out or self.completed:
-                return out
-
-    def _dechunk(self, buf: bytes) -> bytes:
-        pieces: list[bytes] = []
+        self._gather_start = self._gather_end = -1
         try:
-            self._dechunk_into(buf, pieces)
+            self._dechunk_region(rx)
         except TransportError as exc:
-            if not pieces:
+            if self._gather_end < 0:
                 raise
             self._failed = exc  # hand over the good bytes before the break first
-        if not pieces:
+        if self._gather_end < 0:
             return b""
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return rx.view(self._gather_start, self._gather_end)
 
-    def _dechunk_into(self, buf: bytes, pieces: list[bytes]) -> None:
-        """The payload of the chunked framing in ``buf``; a partial size line or CRLF is kept for later.
+    def _gather(self, rx: BodyReceiver, start: int, stop: int) -> None:
+        end = self._gather_end
+        if end < 0:  # the first piece stays where it is
+            self._gather_start = start
+            self._gather_end = stop
+        else:
+            rx.move(end, start, stop)
+            self._gather_end = end + stop - start
 
-        The fast path takes a whole chunk (size line, data, CRLF) per iteration: SSE servers often
-        write one small chunk per event, so this loop runs once per event.
-        """
-        append = pieces.append
+    def _dechunk_region(self, rx: BodyReceiver) -> None:
+        """The fast path takes a whole chunk (size line, data, CRLF) per iteration: SSE servers often
+        write one small chunk per event, so this loop runs once per event."""
+        buf = rx.buffer
         find = buf.find
-        pos = 0
-        end = len(buf)
+        pos = rx.start
+        end = rx.end
         state = self._state
         left = self._chunk_left
-        while pos < end:
-            if state == 0:  # size line
-                nl = find(b"\n", pos)
-                if nl < 0:
-                    if end - pos > _MAX_FRAMING_LINE:
-                        raise TransportError("broken chunked framing: chunk size line too long")
-                    self._buf = buf[pos:]
-                    break
-                try:
-                    size = int(buf[pos:nl], 16)  # int() ignores the surrounding whitespace and CR
-                except ValueError:
-                    size = _chunk_size(buf[pos:nl])
-                if size < 0:
-                    raise TransportError(f"broken chunked framing: bad chunk size {buf[pos:nl][:40]!r}")
-                pos = nl + 1
-                if size == 0:
-                    state = 3
-                    continue
-                stop = pos + size
-                if stop + 2 <= end and buf[stop : stop + 2] == b"\r\n":  # the whole chunk is here
-                    append(buf[pos:stop])
-                    pos = stop + 2
-                    continue
-                left = size
-                state = 1
-            elif state == 1:  # chunk data
-                take = min(left, end - pos)
-                append(buf[pos : pos + take])
-                pos += take
-                left -= take
-                if left == 0:
-                    state = 2
-            elif state == 2:  # CRLF after the data
-                nl = find(b"\n", pos)
-                if nl < 0:
-                    rest = buf[pos:]
-                    if rest.strip() or len(rest) > _MAX_FRAMING_LINE:
+        try:
+            while pos < end:
+                if state == 0:  # size line
+                    nl = find(b"\n", pos, end)
+                    if nl < 0:
+                        if end - pos > _MAX_FRAMING_LINE:
+                            raise TransportError("broken chunked framing: chunk size line too long")
+                        break
+                    try:
+                        size = int(buf[pos:nl], 16)  # int() ignores the surrounding whitespace and CR
+                    except ValueError:
+                        size = _chunk_size(buf[pos:nl])
+                    if size < 0:
+                        raise TransportError(
+                            f"broken chunked framing: bad chunk size {bytes(buf[pos:nl][:40])!r}"
+                        )
+                    pos = nl + 1
+                    if size == 0:
+                        state = 3
+                        continue
+                    stop = pos + size
+                    if stop + 2 <= end and buf[stop] == 13 and buf[stop + 1] == 10:  # the whole chunk
+                        self._gather(rx, pos, stop)
+                        pos = stop + 2
+                        continue
+                    left = size
+                    state = 1
+                elif state == 1:  # chunk data
+                    take = min(left, end - pos)
+                    self._gather(rx, pos, pos + take)
+                    pos += take
+                    left -= take
+                    if left == 0:
+                        state = 2
+                elif state == 2:  # CRLF after the data
+                    nl = find(b"\n", pos, end)
+                    if nl < 0:
+                        if buf[pos:end].strip() or end - pos > _MAX_FRAMING_LINE:
+                            raise TransportError("broken chunked framing: no CRLF after chunk data")
+                        break
+                    if buf[pos:nl].strip():
                         raise TransportError("broken chunked framing: no CRLF after chunk data")
-                    self._buf = rest
-                    break
-                if buf[pos:nl].strip():
-                    raise TransportError("broken chunked framing: no CRLF after chunk data")
-                pos = nl + 1
-                state = 0
-            else:  # 3: trailer lines, up to the empty line ending the body
-                nl = find(b"\n", pos)
-                if nl < 0:
-                    if end - pos > _MAX_FRAMING_LINE:
-                        raise TransportError("broken chunked framing: trailer line too long")
-                    self._buf = buf[pos:]
-                    break
-                line = buf[pos:nl]
-                pos = nl + 1
-                if not line.strip():
-                    self.completed = True
-                    self._leftover = pos < end
-                    break
-        self._state = state
-        self._chunk_left = left
+                    pos = nl + 1
+                    state = 0
+                else:  # 3: trailer lines, up to the empty line ending the body
+                    nl = find(b"\n", pos, end)
+                    if nl < 0:
+                        if end - pos > _MAX_FRAMING_LINE:
+                            raise TransportError("broken chunked framing: trailer line too long")
+                        break
+                    line = buf[pos:nl]
+                    pos = nl + 1
+                    if not line.strip():
+                        self.completed = True
+                        self._leftover = pos < end
+                        break
+        finally:
+            rx.start = pos
+            self._state = state
+            self._chunk_left = left
 
     def close(self, keep_connection: bool = False) -> None:
         """Close the response now: the socket is aborted unless the body was read to its end and
@@ -465,19 +483,24 @@ class BodyReader:
                 self._response._discard_h2_queue()  # drops what is queued and frees the stream slot
             return
         conn = self._conn
-        reader = self._reader
-        self._reader = None
+        rx = self._rx
+        self._rx = None
         self._conn = None
         if conn is None:
             # A stolen socket: only this object knows it.
-            if reader is not None:
-                transport = getattr(reader, "_transport", None)
-                if transport is not None:
-                    transport.abort()
+            if rx is not None:
+                rx.abort()
             return
         reusable = (
-            keep_connection and self.completed and not self._leftover and conn.keep and self._mode != "close"
+            keep_connection
+            and self.completed
+            and not self._leftover
+            and conn.keep
+            and self._mode != "close"
+            and (rx is None or rx.start == rx.end)
         )
+        if reusable and rx is not None:
+            rx.restore()
         if not reusable:
             conn.keep = False
             conn.close()
