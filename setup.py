@@ -1,4 +1,4 @@
-"""Build script: compiles ext/_parser_c.pyx into sonicsse._parser_c, or installs the pure package.
+"""Build script: compiles ext/*.pyx (sonicsse._parser_c, sonicsse._events_c), or installs the pure package.
 
 The extension is skipped, with a banner saying why, when ``SONICSSE_NO_EXTENSIONS`` is set, on an
 interpreter other than CPython, or when compiling fails (no compiler, no Cython): sonicsse then runs on
@@ -66,8 +66,11 @@ def extensions() -> list[Extension]:
     except ImportError:
         banner("sonicsse: Cython is not installed; installing the pure-Python package (slower).")
         return []
-    ext = Extension("sonicsse._parser_c", ["ext/_parser_c.pyx"])
-    return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
+    exts = [
+        Extension("sonicsse._parser_c", ["ext/_parser_c.pyx"]),
+        Extension("sonicsse._events_c", ["ext/_events_c.pyx"]),
+    ]
+    return cythonize(exts, compiler_directives={"language_level": "3"}, quiet=True)
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

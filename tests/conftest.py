@@ -51,10 +51,27 @@ def decoder_cls(impl: str) -> Any:
     return load_parser_module(impl).SSEDecoder
 
 
+def load_events_module(impl: str) -> Any:
+    """The event-iterator module of one implementation; skips ``c`` only in a build without extensions."""
+    if impl == "py":
+        return importlib.import_module("sonicsse._events_py")
+    if NO_EXTENSIONS:
+        pytest.skip("built with SONICSSE_NO_EXTENSIONS: no compiled event iterator")
+    return importlib.import_module("sonicsse._events_c")
+
+
 @pytest.fixture
-def client_decoder(decoder_cls: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Make the client use the decoder under test (a module uses it from an autouse fixture)."""
+def event_iterator(impl: str) -> Any:
+    """The ``EventIterator`` of the implementation under test."""
+    return load_events_module(impl).EventIterator
+
+
+@pytest.fixture
+def client_decoder(decoder_cls: Any, event_iterator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the client use the implementation under test, decoder and event iterator (a module uses it
+    from an autouse fixture)."""
     import sonicsse.connection
 
     monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)
+    monkeypatch.setattr(sonicsse.connection, "EventIterator", event_iterator)
     return decoder_cls

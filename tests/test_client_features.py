@@ -603,6 +603,28 @@ async def test_shared_plain_client_and_connection_close_body_gives_a_clear_error
         await http.aclose()
 
 
+async def test_one_event_by_anext_then_async_for_loses_none_of_the_same_read() -> None:
+    # a, b and c arrive in one socket read: the first iterator takes only a, the next gets b and c.
+    steps = [head(), chunk(b"data: a\n\ndata: b\n\ndata: c\n\n"), 0.1, chunk(b"data: d\n\n"), b"0\r\n\r\n"]
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        first = await anext(aiter(conn))
+        rest = await collect(conn)
+        await conn.close()
+    assert first["data"] == "a" and datas(rest) == ["b", "c", "d"]
+    assert len(srv.requests) == 1
+
+
+async def test_iter_batches_after_an_abandoned_async_for_starts_with_the_rest_of_its_batch() -> None:
+    steps = [head(), chunk(b"data: a\n\ndata: b\n\ndata: c\n\n"), 0.1, chunk(b"data: d\n\n"), b"0\r\n\r\n"]
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        first = await anext(aiter(conn))
+        batches = [datas(batch) async for batch in conn.iter_batches()]
+        await conn.close()
+    assert first["data"] == "a" and batches == [["b", "c"], ["d"]]
+
+
 async def test_abandoned_iterator_does_not_close_the_stream_of_a_newer_one() -> None:
     steps = [head(), chunk(b"data: a\n\n"), 0.2, chunk(b"data: b\n\n"), b"0\r\n\r\n"]
     async with ScriptServer([steps]) as srv, SSEClient() as client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json as _json
 import logging
@@ -27,6 +28,7 @@ from aiosonic import HTTPClient
 from aiosonic.exceptions import ConnectTimeout
 
 from . import _policy
+from ._events import EventIterator
 from ._hooks import call_hook, is_secret_name, logger, redact_headers, redact_url
 from ._inband import error_from_event
 from ._parser import SSEDecoder
@@ -250,6 +252,8 @@ class SSEConnection:
         self._retry_cause: BaseException | None = None
         self._bad_ids_logged: set[str] = set()
         self._iterations = 0
+        # The events of the last batch that no iterator has yielded yet, shared by all iterators.
+        self._rest: list[Iterator[Event]] = [iter(())]
         # stats and timers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._created = 0.0
@@ -346,6 +350,7 @@ class SSEConnection:
         if self._closed:
             return
         self._closed = True
+        self._rest[0] = iter(())
         log.debug("sonicsse: closed %s %s", self._config.method.upper(), redact_url(self._config.url))
         body = self._body
         if body is not None:
@@ -385,21 +390,12 @@ class SSEConnection:
 
     # -- iteration ----------------------------------------------------------------------------
 
-    async def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[Event]:
         """Yield events until the stream ends for good (or the connection is closed)."""
-        # Not built on iter_batches(): one generator per event is the hot path of token streams.
-        next_batch = self._next_batch
+        # Not built on iter_batches(): the per-event step is the hot path of token streams, and the
+        # compiled EventIterator hands over a decoded event without making any object.
         self._iterations += 1
-        iteration = self._iterations
-        try:
-            while True:
-                events = await next_batch()
-                if events is None:
-                    return
-                for event in events:
-                    yield event
-        finally:
-            self._leave(iteration)
+        return EventIterator(self._next_batch, functools.partial(self._leave, self._iterations), self._rest)
 
     async def iter_batches(self) -> AsyncGenerator[list[Event], None]:
         """Yield the list of events each socket read completed (never empty): the fast path for ingestion."""
@@ -407,6 +403,9 @@ class SSEConnection:
         self._iterations += 1
         iteration = self._iterations
         try:
+            rest = list(self._rest[0])  # left by an ``async for`` iterator abandoned half-way
+            if rest:
+                yield rest
             while True:
                 events = await next_batch()
                 if events is None:

@@ -1,0 +1,161 @@
+"""The event iterator behind ``async for event in conn``, compiled and pure: same behaviour.
+
+Driven here by a ``next_batch`` coroutine that really suspends (``asyncio.sleep``), so the compiled
+iterator's ``am_send`` path passes the loop's futures through, as it does over a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+Event = dict[str, Any]
+
+
+class Source:
+    """``next_batch`` over scripted batches (None ends), counting calls and ``on_exit`` calls."""
+
+    def __init__(self, *batches: list[Event] | BaseException | None, pause: float = 0.001) -> None:
+        self.batches = list(batches)
+        self.pause = pause
+        self.calls = 0
+        self.exits = 0
+        self.rest: list[Iterator[Event]] = [iter(())]
+
+    async def next_batch(self) -> list[Event] | None:
+        self.calls += 1
+        await asyncio.sleep(self.pause)
+        if not self.batches:
+            return None
+        item = self.batches.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def on_exit(self) -> None:
+        self.exits += 1
+
+    def iterator(self, event_iterator: Any) -> Any:
+        return event_iterator(self.next_batch, self.on_exit, self.rest)
+
+
+def ev(*names: str) -> list[Event]:
+    return [{"data": n, "event": None, "id": None, "retry": None} for n in names]
+
+
+def names(events: list[Event]) -> list[str]:
+    return [e["data"] for e in events]
+
+
+async def test_yields_every_event_of_every_batch_then_ends_once(event_iterator: Any) -> None:
+    src = Source(ev("a", "b"), ev("c"), [], ev("d"), None)
+    got = [e async for e in src.iterator(event_iterator)]
+    assert names(got) == ["a", "b", "c", "d"]
+    assert src.exits == 1
+    assert src.calls == 5
+
+
+async def test_an_ended_iterator_stays_ended(event_iterator: Any) -> None:
+    src = Source(ev("a"), None)
+    it = src.iterator(event_iterator)
+    assert names([e async for e in it]) == ["a"]
+    with pytest.raises(StopAsyncIteration):
+        await it.__anext__()
+    assert src.exits == 1
+
+
+async def test_an_error_from_next_batch_ends_the_iteration(event_iterator: Any) -> None:
+    src = Source(ev("a"), RuntimeError("boom"), ev("never"))
+    it = src.iterator(event_iterator)
+    got = []
+    with pytest.raises(RuntimeError, match="boom"):
+        async for e in it:
+            got.append(e)
+    assert names(got) == ["a"]
+    assert src.exits == 1
+    with pytest.raises(StopAsyncIteration):
+        await it.__anext__()
+
+
+async def test_cancellation_while_waiting_for_a_batch_propagates_and_ends(event_iterator: Any) -> None:
+    src = Source(ev("a"), ev("b"), pause=10)
+    it = src.iterator(event_iterator)
+    task = asyncio.ensure_future(it.__anext__())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert src.exits == 1
+
+
+async def test_wait_for_timeout_on_anext(event_iterator: Any) -> None:
+    src = Source(ev("a"), pause=10)
+    it = src.iterator(event_iterator)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(it.__anext__(), 0.01)
+    assert src.exits == 1
+
+
+async def test_aclose_ends_at_once(event_iterator: Any) -> None:
+    src = Source(ev("a", "b"), ev("c"), None)
+    it = src.iterator(event_iterator)
+    assert (await it.__anext__())["data"] == "a"
+    await it.aclose()
+    assert src.exits == 1
+    with pytest.raises(StopAsyncIteration):
+        await it.__anext__()
+
+
+async def test_an_abandoned_iterator_ends_from_the_loop_and_leaves_its_batch(event_iterator: Any) -> None:
+    src = Source(ev("a", "b", "c"), ev("d"), None)
+    first = await src.iterator(event_iterator).__anext__()  # dropped at once, half-way through a batch
+    gc.collect()
+    # a new iteration that starts before the loop finalizes the old one gets the rest of the batch
+    got = [e async for e in src.iterator(event_iterator)]
+    assert first["data"] == "a"
+    assert names(got) == ["b", "c", "d"]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert src.exits == 2
+
+
+async def test_break_then_a_new_iterator_goes_on_where_the_first_stopped(event_iterator: Any) -> None:
+    src = Source(ev("a", "b"), ev("c"), None)
+    got = []
+    async for e in src.iterator(event_iterator):
+        got.append(e)
+        break
+    async for e in src.iterator(event_iterator):
+        got.append(e)
+    assert names(got) == ["a", "b", "c"]
+
+
+async def test_throw_into_a_waiting_iterator_reaches_next_batch(event_iterator: Any) -> None:
+    seen: list[BaseException] = []
+
+    async def next_batch() -> list[Event] | None:
+        try:
+            await asyncio.sleep(10)
+        except KeyError as exc:
+            seen.append(exc)
+            return ev("recovered")
+        return None
+
+    it = event_iterator(next_batch, lambda: None, [iter(())])
+    awaitable = it.__anext__().__await__()
+    future = awaitable.send(None)  # runs next_batch up to its sleep: the loop's future comes out
+    assert isinstance(future, asyncio.Future)
+    future.cancel()  # the sleep's timer; the iterator is driven by hand here
+    with pytest.raises(StopIteration) as stop:
+        awaitable.throw(KeyError("k"))
+    assert stop.value.value["data"] == "recovered"
+    assert len(seen) == 1
+
+
+async def test_rest_must_hold_one_iterator(event_iterator: Any) -> None:
+    with pytest.raises(ValueError, match="one iterator"):
+        await event_iterator(Source().next_batch, lambda: None, []).__anext__()
