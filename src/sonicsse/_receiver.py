@@ -18,20 +18,23 @@ from typing import Any
 
 __all__ = ["BodyReceiver"]
 
-#: Buffer size. Socket reads are at most this large, so events are decoded in batches of up to 64 KiB:
-#: large enough that per-read costs vanish, small enough that a batch's event dicts stay in cache.
-#: (asyncio's StreamReader read 256 KiB into a new bytes object each time; with glibc, buffers over
-#: 128 KiB grow and trim the heap with brk() on every read.)
-CAPACITY = 1 << 16
-#: The unparsed tail is moved to the front of the buffer when less than this is free after it.
-_MIN_FREE = 1 << 12
+#: Largest socket read: events are decoded in batches of up to 64 KiB, large enough that per-read costs
+#: vanish, small enough that a batch's event dicts stay in cache.
+READ_SIZE = 1 << 16
+#: The buffer starts this small (a quiet stream costs little memory) and doubles, up to CAPACITY, while
+#: reads fill all the room they are given. Above CAPACITY unread, the socket is paused.
+INITIAL_SIZE = 1 << 14
+CAPACITY = 1 << 18
 
 
 class BodyReceiver(asyncio.BufferedProtocol):
     """The protocol of a connection while its response body is read; ``restore()`` gives it back."""
 
     def __init__(self, transport: Any, previous: Any, initial: bytes = b"", eof: bool = False) -> None:
-        self.buffer = bytearray(max(CAPACITY, len(initial) + _MIN_FREE))
+        size = INITIAL_SIZE
+        while size < len(initial) + INITIAL_SIZE:
+            size *= 2
+        self.buffer = bytearray(size)
         self._view = memoryview(self.buffer)
         self.start = 0
         self.end = len(initial)
@@ -41,8 +44,11 @@ class BodyReceiver(asyncio.BufferedProtocol):
         #: Why the connection was lost, if it did not end cleanly.
         self.lost: BaseException | None = None
         self._interrupt: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._offered = 0
+        self._filled = False  # the last read took all the room it was given: more is probably waiting
         self._transport = transport
         self._previous = previous
         if not eof:
@@ -53,15 +59,25 @@ class BodyReceiver(asyncio.BufferedProtocol):
     # -- protocol callbacks (the event loop) ------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self.start == self.end:
-            self.start = self.end = 0
-        elif len(self.buffer) - self.end < _MIN_FREE:
-            self._compact()
-        return self._view[self.end :]
+        end = self.end
+        if self.start == end:
+            self.start = self.end = end = 0
+        room = len(self.buffer) - end
+        if room < READ_SIZE:
+            if self.start:
+                self._compact()
+                end = self.end
+                room = len(self.buffer) - end
+            if self._filled and room < READ_SIZE and len(self.buffer) < CAPACITY:
+                self._grow()
+                room = len(self.buffer) - end
+        self._offered = room if room < READ_SIZE else READ_SIZE
+        return self._view[end : end + self._offered]
 
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
-        if self.end == len(self.buffer) and not self._paused:
+        self._filled = nbytes == self._offered
+        if self.end == len(self.buffer) and len(self.buffer) >= CAPACITY and not self._paused:
             # Full: the socket waits (TCP flow control) until the consumer has caught up.
             self._paused = True
             self._transport.pause_reading()
@@ -109,7 +125,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
             self._compact()
             self._paused = False
             self._transport.resume_reading()
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         try:
             await waiter
         finally:
@@ -141,6 +157,12 @@ class BodyReceiver(asyncio.BufferedProtocol):
         if start:
             self._view[: end - start] = self._view[start:end]
             self.start, self.end = 0, end - start
+
+    def _grow(self) -> None:
+        grown = bytearray(min(2 * len(self.buffer), CAPACITY))
+        grown[: self.end] = self._view[: self.end]
+        self.buffer = grown
+        self._view = memoryview(grown)
 
     def _wake(self) -> None:
         waiter = self._waiter
