@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .clients import percentile
+from .clients import _preimport, percentile
 from .e2e import ROOT, machine, running_server
 from .server import pin_cpu, raise_fd_limit
 from .workloads import PACED_WIDTH
 
-CLIENTS = ("sonicsse", "raw-floor", "aiosonic", "aiosonic-pool1000")
+CLIENTS = ("sonicsse", "raw-floor", "task-floor", "aiosonic", "aiosonic-pool1000")
 
 
 @dataclass
@@ -148,6 +148,70 @@ async def _raw_stream(url: str, port: int, st: StreamStats) -> None:
         st.completed += proto.events == st.expected
 
 
+class _TaskFloorStream(asyncio.Protocol):
+    """Task floor: the raw floor's socket, but each read is handed to a waiting coroutine.
+
+    This is the least any client that delivers events to ``async for`` code must add to the raw floor:
+    a future per read, and a task woken to consume it. No HTTP, no parsing.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.closed = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+async def _task_floor_stream(url: str, port: int, st: StreamStats) -> None:
+    loop = asyncio.get_running_loop()
+    proto = _TaskFloorStream()
+    events = 0
+    now = time.monotonic_ns
+    try:
+        transport, _ = await loop.create_connection(lambda: proto, "127.0.0.1", port)
+        target = url.split(str(port), 1)[1]
+        transport.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        while True:
+            if not proto.chunks:
+                if proto.closed:
+                    break
+                proto.waiter = loop.create_future()
+                await proto.waiter
+                continue
+            data = proto.chunks.pop(0)
+            t = now()
+            n = data.count(b"data: ")
+            if n:
+                i = data.find(b"data: ")
+                sent = int(data[i + 6 : i + 6 + PACED_WIDTH])
+                if events == 0:
+                    st.first_sent_ns.append(sent)
+                st.record(t, sent)
+                events += n
+        transport.close()
+    except Exception as exc:
+        st.fail(exc)
+    finally:
+        st.events += events
+        st.completed += events == st.expected
+
+
+async def run_task_floor(urls: list[str], st: StreamStats, port: int) -> None:
+    """All streams as raw asyncio sockets, each read consumed by a task."""
+    await asyncio.gather(*(_task_floor_stream(u, port, st) for u in urls))
+
+
 async def run_raw(urls: list[str], st: StreamStats, port: int) -> None:
     """All streams as raw asyncio sockets."""
     await asyncio.gather(*(_raw_stream(u, port, st) for u in urls))
@@ -163,10 +227,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     urls = [url] * args.streams
     st = StreamStats(per_stream)
     coro: Any
+    if args.client.startswith("aiosonic") or args.client == "sonicsse":
+        _preimport("aiosonic" if args.client.startswith("aiosonic") else "sonicsse")  # not timed
     if args.client == "sonicsse":
         coro = run_sonicsse(urls, st)
     elif args.client == "raw-floor":
         coro = run_raw(urls, st, args.port)
+    elif args.client == "task-floor":
+        coro = run_task_floor(urls, st, args.port)
     else:
         coro = run_aiosonic(urls, st, 1000 if args.client == "aiosonic-pool1000" else None)
     if args.loop == "uvloop":
@@ -216,9 +284,9 @@ def run_one(args: argparse.Namespace, client: str, loop: str, port: int) -> dict
         return {"client": client, "loop": loop, "first_error": f"crashed: {tail}"[:200]}
 
 
-def _raw_of(rows: list[dict[str, Any]], loop: str) -> dict[str, Any] | None:
-    """The raw floor's row on a loop, if it ran."""
-    return next((x for x in rows if x["loop"] == loop and x["client"] == "raw-floor" and "cpu_s" in x), None)
+def _raw_of(rows: list[dict[str, Any]], loop: str, client: str = "raw-floor") -> dict[str, Any] | None:
+    """A floor's row on a loop, if it ran."""
+    return next((x for x in rows if x["loop"] == loop and x["client"] == client and "cpu_s" in x), None)
 
 
 def _num(v: float | None) -> str:
@@ -239,9 +307,7 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         if "completed" not in r:
             lines.append(f"| {r['loop']} | {r['client']} | FAIL: {r['first_error']} |" + " |" * 10)
             continue
-        raw = next(
-            (x for x in rows if x["loop"] == r["loop"] and x["client"] == "raw-floor" and "cpu_s" in x), None
-        )
+        raw = _raw_of(rows, r["loop"])
         ratio = f"{r['cpu_s'] / raw['cpu_s']:.2f}×" if raw and raw["cpu_s"] else "–"
         err = f"{r['errors']}" + (f" ({r['first_error']})" if r["first_error"] else "")
         err += " (run hit the deadline)" if r["timed_out"] else ""
@@ -260,14 +326,18 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if r["client"] != "sonicsse" or "completed" not in r:
             continue
-        raw = next(
-            (x for x in rows if x["loop"] == r["loop"] and x["client"] == "raw-floor" and "cpu_s" in x), None
-        )
+        raw = _raw_of(rows, r["loop"])
         cpu_x = r["cpu_s"] / raw["cpu_s"] if raw and raw["cpu_s"] else float("nan")
         ok = r["completed"] == r["streams"] and r["lost"] == 0 and cpu_x <= 1.3 and r["lat_p99_ms"] <= 50
+        task = _raw_of(rows, r["loop"], "task-floor")
+        binding = (
+            f" (the task floor, a task woken per read and nothing else: {task['cpu_s'] / raw['cpu_s']:.2f}×)"
+            if task and raw and raw["cpu_s"]
+            else ""
+        )
         out.append(
             f"- {r['loop']}: {r['completed']}/{r['streams']} complete, {r['lost']} lost, "
-            f"CPU {cpu_x:.2f}× raw floor (≤ 1.3×), p99 {r['lat_p99_ms']:.1f} ms (≤ 50 ms): "
+            f"CPU {cpu_x:.2f}× raw floor (≤ 1.3×){binding}, p99 {r['lat_p99_ms']:.1f} ms (≤ 50 ms): "
             + ("holds" if ok else "MISSED")
         )
     return out

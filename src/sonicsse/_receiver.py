@@ -115,28 +115,29 @@ class BodyReceiver(asyncio.BufferedProtocol):
         if self._interrupt is not None:
             raise self._interrupt
 
-    async def receive(self) -> None:
-        """Wait until bytes arrive after ``end``, the stream ends (``eof``), or an interrupt."""
+    def receive(self) -> asyncio.Future[None]:
+        """A future done when bytes arrive after ``end`` or the stream ends (``eof``); it raises the
+        exception given to ``interrupt()``. A plain future, not a coroutine: one read, one object."""
         if self._interrupt is not None:
             raise self._interrupt
+        waiter = self._loop.create_future()
         if self.eof:
-            return
+            waiter.set_result(None)
+            return waiter
         if self._paused:
             self._compact()
             self._paused = False
             self._transport.resume_reading()
-        waiter = self._waiter = self._loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-        if self._interrupt is not None:
-            raise self._interrupt
+        self._waiter = waiter
+        return waiter
 
     def interrupt(self, exc: BaseException) -> None:
         """Make the pending (or next) ``receive()`` and ``check()`` raise ``exc``."""
         self._interrupt = exc
-        self._wake()
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
 
     def restore(self) -> None:
         """Give the connection back to its previous protocol (before it returns to a pool)."""
@@ -166,5 +167,6 @@ class BodyReceiver(asyncio.BufferedProtocol):
 
     def _wake(self) -> None:
         waiter = self._waiter
+        self._waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
