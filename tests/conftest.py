@@ -30,48 +30,48 @@ def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, LoopFa
     return factories
 
 
-def load_parser_module(impl: str) -> Any:
-    """The decoder module of one implementation; skips ``c`` only in a build without extensions."""
-    if impl == "py":
-        return importlib.import_module("sonicsse._parser_py")
-    if NO_EXTENSIONS:
-        pytest.skip("built with SONICSSE_NO_EXTENSIONS: no compiled decoder")
-    return importlib.import_module("sonicsse._parser_c")
+def load_module(impl: str, name: str) -> Any:
+    """``sonicsse._<name>_<impl>``: one twin of a hot-path module; skips ``c`` in a build without
+    extensions."""
+    if impl == "c" and NO_EXTENSIONS:
+        pytest.skip("built with SONICSSE_NO_EXTENSIONS: no compiled modules")
+    return importlib.import_module(f"sonicsse._{name}_{impl}")
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def impl(request: pytest.FixtureRequest) -> str:
-    """The decoder implementation under test: ``"c"`` or ``"py"``."""
+    """The implementation under test: ``"c"`` or ``"py"``."""
     return str(request.param)
 
 
 @pytest.fixture
 def decoder_cls(impl: str) -> Any:
     """The ``SSEDecoder`` class of the implementation under test."""
-    return load_parser_module(impl).SSEDecoder
-
-
-def load_events_module(impl: str) -> Any:
-    """The event-iterator module of one implementation; skips ``c`` only in a build without extensions."""
-    if impl == "py":
-        return importlib.import_module("sonicsse._events_py")
-    if NO_EXTENSIONS:
-        pytest.skip("built with SONICSSE_NO_EXTENSIONS: no compiled event iterator")
-    return importlib.import_module("sonicsse._events_c")
+    return load_module(impl, "parser").SSEDecoder
 
 
 @pytest.fixture
 def event_iterator(impl: str) -> Any:
     """The ``EventIterator`` of the implementation under test."""
-    return load_events_module(impl).EventIterator
+    return load_module(impl, "events").EventIterator
 
 
 @pytest.fixture
-def client_decoder(decoder_cls: Any, event_iterator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Make the client use the implementation under test, decoder and event iterator (a module uses it
-    from an autouse fixture)."""
+def chunked_cls(impl: str) -> Any:
+    """The ``ChunkedDecoder`` class of the implementation under test."""
+    return load_module(impl, "chunked").ChunkedDecoder
+
+
+@pytest.fixture
+def client_decoder(
+    decoder_cls: Any, event_iterator: Any, chunked_cls: Any, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """Make the client run on the implementation under test: its decoder, event iterator and chunked
+    decoder (a module uses it from an autouse fixture)."""
+    import sonicsse._transport
     import sonicsse.connection
 
     monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)
     monkeypatch.setattr(sonicsse.connection, "EventIterator", event_iterator)
+    monkeypatch.setattr(sonicsse._transport, "ChunkedDecoder", chunked_cls)
     return decoder_cls

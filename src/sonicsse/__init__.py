@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._parser import IMPLEMENTATION, SSEDecoder
+from ._impl import IMPLEMENTATION, SSEDecoder
 from ._transport import make_http_client
 from ._types import Event
 from ._version import __version__

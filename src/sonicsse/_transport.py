@@ -23,6 +23,7 @@ from aiosonic.connectors import TCPConnector
 from aiosonic.pools import PoolConfig
 
 from ._hooks import logger
+from ._impl import ChunkedDecoder
 from ._receiver import BodyReceiver
 
 __all__ = [
@@ -39,9 +40,6 @@ __all__ = [
 DEFAULT_POOL_SIZE = 1024
 #: Largest decompressed output handed over per read (the rest stays in zlib until the next read).
 _MAX_INFLATE = 1 << 20
-#: Longest chunk-size, chunk-end or trailer line held while its end has not arrived.
-_MAX_FRAMING_LINE = 4096
-
 # Set while sonicsse sends a request: HoldingConnection then keeps the connection for the response
 # (even a close-delimited one) until the transport releases it.
 _HOLD: contextvars.ContextVar[bool] = contextvars.ContextVar("sonicsse_hold", default=False)
@@ -148,14 +146,6 @@ class _Inflater:
         return self._obj.flush()
 
 
-def _chunk_size(line: bytes | bytearray) -> int:
-    """The size of a chunk size line with extensions (``1a;name=value``)."""
-    try:
-        return int(line.split(b";", 1)[0].strip(), 16)
-    except ValueError:
-        raise TransportError(f"broken chunked framing: bad chunk size {bytes(line[:40])!r}") from None
-
-
 def _receive_body(reader: asyncio.StreamReader) -> BodyReceiver:
     """Hand the socket behind ``reader`` to a BodyReceiver, with the body bytes the reader already holds."""
     buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
@@ -178,12 +168,9 @@ class BodyReader:
     """
 
     __slots__ = (
-        "_chunk_left",
+        "_chunked",
         "_closed",
         "_conn",
-        "_failed",
-        "_gather_end",
-        "_gather_start",
         "_h2_iter",
         "_inflater",
         "_interrupt_exc",
@@ -192,7 +179,6 @@ class BodyReader:
         "_remaining",
         "_response",
         "_rx",
-        "_state",
         "completed",
         "headers",
         "reason",
@@ -208,10 +194,7 @@ class BodyReader:
         self._closed = False
         self._leftover = False
         self._interrupt_exc: Exception | None = None
-        self._failed: TransportError | None = None
-        self._chunk_left = 0
-        self._state = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
-        self._gather_start = self._gather_end = 0
+        self._chunked: ChunkedDecoder | None = None
         self._remaining = 0
         self._h2_iter: Any = None
         self._rx: BodyReceiver | None = None
@@ -243,6 +226,7 @@ class BodyReader:
             self._mode = "body"
         elif response.chunked:
             self._mode = "chunked"
+            self._chunked = ChunkedDecoder()
         elif response._remaining is not None:
             self._mode = "length" if response._remaining > 0 else "body"
             self._remaining = response._remaining
@@ -374,99 +358,17 @@ class BodyReader:
         return b""
 
     def _dechunk(self, rx: BodyReceiver) -> memoryview | bytes:
-        """De-chunk what was received, in place: the chunks' payload is gathered at the start of the
-        region, the framing between them dropped. A partial size line or CRLF stays for the next read."""
-        if self._failed is not None:
-            raise self._failed
-        self._gather_start = self._gather_end = -1
+        """De-chunk what was received, in place (see ChunkedDecoder); a partial framing line stays."""
+        chunked = self._chunked
+        assert chunked is not None
         try:
-            self._dechunk_region(rx)
-        except TransportError as exc:
-            if self._gather_end < 0:
-                raise
-            self._failed = exc  # hand over the good bytes before the break first
-        if self._gather_end < 0:
-            return b""
-        return rx.view(self._gather_start, self._gather_end)
-
-    def _gather(self, rx: BodyReceiver, start: int, stop: int) -> None:
-        end = self._gather_end
-        if end < 0:  # the first piece stays where it is
-            self._gather_start = start
-            self._gather_end = stop
-        else:
-            rx.move(end, start, stop)
-            self._gather_end = end + stop - start
-
-    def _dechunk_region(self, rx: BodyReceiver) -> None:
-        """The fast path takes a whole chunk (size line, data, CRLF) per iteration: SSE servers often
-        write one small chunk per event, so this loop runs once per event."""
-        buf = rx.buffer
-        find = buf.find
-        pos = rx.start
-        end = rx.end
-        state = self._state
-        left = self._chunk_left
-        try:
-            while pos < end:
-                if state == 0:  # size line
-                    nl = find(b"\n", pos, end)
-                    if nl < 0:
-                        if end - pos > _MAX_FRAMING_LINE:
-                            raise TransportError("broken chunked framing: chunk size line too long")
-                        break
-                    try:
-                        size = int(buf[pos:nl], 16)  # int() ignores the surrounding whitespace and CR
-                    except ValueError:
-                        size = _chunk_size(buf[pos:nl])
-                    if size < 0:
-                        raise TransportError(
-                            f"broken chunked framing: bad chunk size {bytes(buf[pos:nl][:40])!r}"
-                        )
-                    pos = nl + 1
-                    if size == 0:
-                        state = 3
-                        continue
-                    stop = pos + size
-                    if stop + 2 <= end and buf[stop] == 13 and buf[stop + 1] == 10:  # the whole chunk
-                        self._gather(rx, pos, stop)
-                        pos = stop + 2
-                        continue
-                    left = size
-                    state = 1
-                elif state == 1:  # chunk data
-                    take = min(left, end - pos)
-                    self._gather(rx, pos, pos + take)
-                    pos += take
-                    left -= take
-                    if left == 0:
-                        state = 2
-                elif state == 2:  # CRLF after the data
-                    nl = find(b"\n", pos, end)
-                    if nl < 0:
-                        if buf[pos:end].strip() or end - pos > _MAX_FRAMING_LINE:
-                            raise TransportError("broken chunked framing: no CRLF after chunk data")
-                        break
-                    if buf[pos:nl].strip():
-                        raise TransportError("broken chunked framing: no CRLF after chunk data")
-                    pos = nl + 1
-                    state = 0
-                else:  # 3: trailer lines, up to the empty line ending the body
-                    nl = find(b"\n", pos, end)
-                    if nl < 0:
-                        if end - pos > _MAX_FRAMING_LINE:
-                            raise TransportError("broken chunked framing: trailer line too long")
-                        break
-                    line = buf[pos:nl]
-                    pos = nl + 1
-                    if not line.strip():
-                        self.completed = True
-                        self._leftover = pos < end
-                        break
-        finally:
-            rx.start = pos
-            self._state = state
-            self._chunk_left = left
+            out_start, out_end, rx.start = chunked.decode(rx.buffer, rx.start, rx.end)
+        except ValueError as exc:
+            raise TransportError(str(exc)) from None
+        if chunked.completed:
+            self.completed = True
+            self._leftover = chunked.leftover
+        return rx.view(out_start, out_end) if out_end > out_start else b""
 
     def close(self, keep_connection: bool = False) -> None:
         """Close the response now: the socket is aborted unless the body was read to its end and

@@ -28,10 +28,9 @@ from aiosonic import HTTPClient
 from aiosonic.exceptions import ConnectTimeout
 
 from . import _policy
-from ._events import EventIterator
 from ._hooks import call_hook, is_secret_name, logger, redact_headers, redact_url
+from ._impl import EventIterator, SSEDecoder
 from ._inband import error_from_event
-from ._parser import SSEDecoder
 from ._transport import BodyReader, TransportError, is_bad_response, open_response
 from ._types import CommentCallback, Event
 from .exceptions import SSEConnectionError, SSEParsingError
