@@ -148,20 +148,27 @@ async def _raw_stream(url: str, port: int, st: StreamStats) -> None:
         st.completed += proto.events == st.expected
 
 
-class _TaskFloorStream(asyncio.Protocol):
+class _TaskFloorStream(asyncio.BufferedProtocol):
     """Task floor: the raw floor's socket, but each read is handed to a waiting coroutine.
 
     This is the least any client that delivers events to ``async for`` code must add to the raw floor:
-    a future per read, and a task woken to consume it. No HTTP, no parsing.
+    a future per read, and a task woken to consume it. No HTTP, no parsing; reads go into one buffer.
     """
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
+        self.buffer = bytearray(1 << 16)
+        self.view = memoryview(self.buffer)
+        self.end = 0
         self.closed = False
         self.waiter: asyncio.Future[None] | None = None
 
-    def data_received(self, data: bytes) -> None:
-        self.chunks.append(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.end == len(self.buffer):  # the consumer is behind: keep the newest bytes only
+            self.end = 0
+        return self.view[self.end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.end += nbytes
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -183,13 +190,14 @@ async def _task_floor_stream(url: str, port: int, st: StreamStats) -> None:
         target = url.split(str(port), 1)[1]
         transport.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         while True:
-            if not proto.chunks:
+            if not proto.end:
                 if proto.closed:
                     break
                 proto.waiter = loop.create_future()
                 await proto.waiter
                 continue
-            data = proto.chunks.pop(0)
+            data = proto.buffer[: proto.end]
+            proto.end = 0
             t = now()
             n = data.count(b"data: ")
             if n:
