@@ -135,7 +135,7 @@ cdef class EventIterator:
         self._finished = True
         try:
             asyncio.get_running_loop().call_soon(self._on_exit)
-        except RuntimeError:
+        except Exception:  # no running loop (or the interpreter is shutting down)
             self._on_exit()
 
 

@@ -6,6 +6,8 @@ import asyncio
 import gc
 import json
 import os
+import socket
+import struct
 from typing import Any
 
 import pytest
@@ -92,6 +94,41 @@ async def test_broken_chunked_framing_is_a_stream_failure() -> None:
                 seen.append(event["data"])
         await conn.close()
     assert seen == ["a"]
+
+
+async def test_bytes_received_before_a_connection_reset_are_delivered_first() -> None:
+    # b arrives, then the peer resets the connection, all while the consumer is busy elsewhere: the
+    # events of those bytes come first, the reset after them (StreamReader raised at once, losing b).
+    sent = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head() + chunk(b"data: a\n\n"))
+        await sent.wait()
+        writer.write(chunk(b"data: b\n\n"))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    seen: list[str] = []
+    try:
+        async with SSEClient() as client:
+            conn = await client.connect(f"http://127.0.0.1:{port}/", reconnect=False)
+            with pytest.raises(SSEConnectionError, match="connection lost"):
+                async for event in conn:
+                    seen.append(event["data"])
+                    if event["data"] == "a":
+                        sent.set()
+                        await asyncio.sleep(0.3)  # b and the reset arrive meanwhile
+            await conn.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert seen == ["a", "b"]
 
 
 async def test_request_headers_defaults_and_user_wins() -> None:

@@ -441,6 +441,27 @@ async def test_pool_size_is_configurable() -> None:
     assert make_http_client().connector.pools[":default"].pool_size >= 1000
 
 
+async def test_the_pool_makes_connections_as_streams_need_them_up_to_its_size() -> None:
+    scripts = [[head(), chunk(b"data: x\n\n"), 0.2, b"0\r\n\r\n"]] * 5
+    async with ScriptServer(scripts) as srv, SSEClient(pool_size=3) as client:
+        pool = client.http_client.connector.pools[":default"]
+        assert len(pool._connections) == 0
+        conns = [await client.connect(srv.url(), reconnect=False) for _ in range(3)]
+        assert len(pool._connections) == 3
+        # a fourth stream waits for a free connection (aiosonic's pool semantics) instead of a fifth object
+        fourth = asyncio.ensure_future(client.connect(srv.url(), reconnect=False))
+        await asyncio.sleep(0.05)
+        assert not fourth.done()
+        results = [datas(await collect(conn)) for conn in conns]
+        for conn in conns:
+            await conn.close()
+        extra = await asyncio.wait_for(fourth, 5)
+        assert datas(await collect(extra)) == ["x"]
+        await extra.close()
+        assert results == [["x"]] * 3
+        assert len(pool._connections) <= 3
+
+
 # -- the seed's own usage examples ------------------------------------------------------------------
 
 
