@@ -68,7 +68,8 @@ class BodyReceiver(asyncio.BufferedProtocol):
                 self._compact()
                 end = self.end
                 room = len(self.buffer) - end
-            if self._filled and room < READ_SIZE and len(self.buffer) < CAPACITY:
+            if room == 0 or (self._filled and room < READ_SIZE and len(self.buffer) < CAPACITY):
+                # room == 0: fed while paused (a TLS layer hands over all it decrypted): never refuse.
                 self._grow()
                 room = len(self.buffer) - end
         self._offered = room if room < READ_SIZE else READ_SIZE
@@ -160,7 +161,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
             self.start, self.end = 0, end - start
 
     def _grow(self) -> None:
-        grown = bytearray(min(2 * len(self.buffer), CAPACITY))
+        grown = bytearray(max(min(2 * len(self.buffer), CAPACITY), self.end + READ_SIZE))
         grown[: self.end] = self._view[: self.end]
         self.buffer = grown
         self._view = memoryview(grown)

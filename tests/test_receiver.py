@@ -1,0 +1,144 @@
+"""BodyReceiver's buffer and flow control, driven as an event loop drives a BufferedProtocol.
+
+The transport here only records what the receiver asks of it (pause, resume, protocol swaps); the
+socket behaviour is covered end to end by the client and fault tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from sonicsse._receiver import CAPACITY, INITIAL_SIZE, READ_SIZE, BodyReceiver
+
+
+class RecordingTransport:
+    def __init__(self, reading: bool = True) -> None:
+        self.protocol: Any = "previous"
+        self.reading = reading
+        self.calls: list[str] = []
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.calls.append("set_protocol")
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.reading = False
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        self.calls.append("resume")
+
+    def abort(self) -> None:
+        self.calls.append("abort")
+
+
+def deliver(rx: BodyReceiver, data: bytes) -> None:
+    """What a transport does with bytes from the socket: fill the buffers the protocol offers."""
+    while data:
+        buf = rx.get_buffer(-1)
+        assert len(buf) > 0, "a BufferedProtocol must never offer an empty buffer"
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        rx.buffer_updated(n)
+        data = data[n:]
+
+
+def take(rx: BodyReceiver) -> bytes:
+    """A consumer that parses everything received."""
+    out = bytes(rx.view(rx.start, rx.end))
+    rx.start = rx.end
+    return out
+
+
+async def test_takes_over_the_transport_with_the_bytes_already_read() -> None:
+    transport = RecordingTransport(reading=False)  # the StreamReader had paused it
+    rx = BodyReceiver(transport, "previous", b"data: a\n")
+    assert transport.protocol is rx and transport.calls == ["set_protocol", "resume"]
+    assert take(rx) == b"data: a\n"
+    rx.restore()
+    assert transport.protocol == "previous"
+
+
+async def test_starts_small_and_grows_only_while_reads_fill_their_room() -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    assert len(rx.buffer) == INITIAL_SIZE
+    for _ in range(50):  # a quiet stream: small reads, consumed each time
+        deliver(rx, b"data: x\n\n")
+        take(rx)
+    assert len(rx.buffer) == INITIAL_SIZE
+    sizes = set()
+    for _ in range(8):  # a busy one: every read fills what it was offered
+        deliver(rx, b"y" * READ_SIZE)
+        sizes.add(len(rx.buffer))
+        take(rx)
+    assert max(sizes) <= CAPACITY and len(rx.buffer) > INITIAL_SIZE
+    assert max(len(rx.get_buffer(-1)) for _ in range(2)) <= READ_SIZE
+
+
+async def test_pauses_when_full_and_resumes_when_the_consumer_waits_again() -> None:
+    transport = RecordingTransport()
+    rx = BodyReceiver(transport, None)
+    deliver(rx, b"z" * CAPACITY)  # nobody consumes: the buffer grows to CAPACITY and fills
+    assert len(rx.buffer) == CAPACITY and rx.end == CAPACITY
+    assert transport.calls.count("pause") == 1 and not transport.reading
+    assert take(rx) == b"z" * CAPACITY
+    rx.start -= 10  # ten bytes left unparsed (a partial line)
+    waiter = rx.receive()
+    assert transport.calls[-1] == "resume" and transport.reading
+    assert (rx.start, rx.end) == (0, 10)  # the partial line moved to the front
+    deliver(rx, b"!")
+    assert waiter.done() and bytes(rx.view(rx.start, rx.end)) == b"z" * 10 + b"!"
+
+
+async def test_never_offers_an_empty_buffer_even_when_fed_while_paused() -> None:
+    # A TLS layer may hand over all it decrypted although the receiver paused it.
+    rx = BodyReceiver(RecordingTransport(), None)
+    deliver(rx, b"a" * CAPACITY + b"b" * 1000)
+    assert take(rx) == b"a" * CAPACITY + b"b" * 1000
+
+
+async def test_eof_and_loss_come_after_the_buffered_bytes() -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    deliver(rx, b"data: last\n\n")
+    rx.connection_lost(ConnectionResetError("reset"))
+    assert rx.eof and isinstance(rx.lost, ConnectionResetError)
+    assert take(rx) == b"data: last\n\n"
+    assert rx.receive().done()  # at the end: nothing to wait for
+
+
+async def test_interrupt_fails_the_pending_wait_and_the_next_ones() -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    waiter = rx.receive()
+    rx.interrupt(TimeoutError("no data"))
+    with pytest.raises(TimeoutError):
+        await waiter
+    with pytest.raises(TimeoutError):
+        rx.check()
+    with pytest.raises(TimeoutError):
+        rx.receive()
+
+
+async def test_a_view_stays_valid_until_the_consumer_waits() -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    deliver(rx, b"0123456789")
+    view = rx.view(2, 6)
+    rx.start = rx.end
+    assert bytes(view) == b"2345"
+    waiter = rx.receive()
+    deliver(rx, b"abcdefgh")  # the buffer is reused from the front once everything was parsed
+    assert waiter.done() and bytes(rx.view(rx.start, rx.end)) == b"abcdefgh"
+
+
+def test_module_constants_are_consistent() -> None:
+    assert INITIAL_SIZE <= READ_SIZE <= CAPACITY
+    assert asyncio.BufferedProtocol in BodyReceiver.__mro__
