@@ -1,4 +1,4 @@
-"""Helpers for the decoder tests: chunkings and a decode-everything call."""
+"""Helpers for the decoder tests: chunkings, a decode-everything call, and a de-chunk-everything one."""
 
 from __future__ import annotations
 
@@ -33,3 +33,35 @@ def decode(decoder: Any, stream: bytes, chunking: str = "whole") -> list[dict[st
     for chunk in chunked(stream, chunking):
         events.extend(decoder.feed(chunk))
     return events
+
+
+def dechunk_all(decoder: Any, pieces: list[bytes]) -> tuple[bytes, str | None]:
+    """Give a ``ChunkedDecoder`` ``pieces`` as a BodyReceiver would: an unparsed tail comes again, with
+    the next bytes.
+
+    Returns the payload and the error message that ended decoding (None when none did).
+    """
+    payload = bytearray()
+    pending = b""
+    for piece in pieces:
+        buf = bytearray(b"\xee" * 3 + pending + piece + b"\xee" * 5)  # bytes around the region stay put
+        start, end = 3, 3 + len(pending) + len(piece)
+        try:
+            out_start, out_end, stop = decoder.decode(buf, start, end)
+        except ValueError as exc:
+            return bytes(payload), str(exc)
+        assert buf[:3] == b"\xee" * 3 and buf[end:] == b"\xee" * 5
+        assert start <= stop <= end
+        if out_end >= 0:
+            assert start <= out_start < out_end <= stop
+            payload += buf[out_start:out_end]
+        else:
+            assert out_start == -1
+        pending = bytes(buf[stop:end])
+        if decoder.completed:
+            return bytes(payload), None
+    try:  # an error found after good payload is raised by the next call
+        decoder.decode(bytearray(pending), 0, len(pending))
+    except ValueError as exc:
+        return bytes(payload), str(exc)
+    return bytes(payload), None

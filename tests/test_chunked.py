@@ -12,39 +12,9 @@ from hypothesis import strategies as st
 from sonicsse import _chunked_py
 
 from conftest import NO_EXTENSIONS
+from decoder_helpers import dechunk_all as feed
 
 MAX_LINE = _chunked_py.MAX_LINE
-
-
-def feed(decoder: Any, pieces: list[bytes]) -> tuple[bytes, str | None]:
-    """Receive ``pieces`` as a BodyReceiver would: an unparsed tail is given again with the next bytes.
-
-    Returns the payload and the error message that ended decoding (None when none did).
-    """
-    payload = bytearray()
-    pending = b""
-    for piece in pieces:
-        buf = bytearray(b"\xee" * 3 + pending + piece + b"\xee" * 5)  # bytes around the region stay put
-        start, end = 3, 3 + len(pending) + len(piece)
-        try:
-            out_start, out_end, stop = decoder.decode(buf, start, end)
-        except ValueError as exc:
-            return bytes(payload), str(exc)
-        assert buf[:3] == b"\xee" * 3 and buf[end:] == b"\xee" * 5
-        assert start <= stop <= end
-        if out_end >= 0:
-            assert start <= out_start < out_end <= stop
-            payload += buf[out_start:out_end]
-        else:
-            assert out_start == -1
-        pending = bytes(buf[stop:end])
-        if decoder.completed:
-            return bytes(payload), None
-    try:  # an error found after good payload is raised by the next call
-        decoder.decode(bytearray(pending), 0, len(pending))
-    except ValueError as exc:
-        return bytes(payload), str(exc)
-    return bytes(payload), None
 
 
 def splits(wire: bytes, *cuts: int) -> list[bytes]:

@@ -150,3 +150,17 @@ def test_twins_agree_on_dedup_of_numbered_streams(ids: list[str], window: int, r
             kept += [e["id"] for e in decoder.feed(f"id: {event_id}\ndata: d\n\n".encode())]
         outcomes.append(kept)
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="the fuzzer compares the compiled twins with the pure ones")
+@pytest.mark.parametrize("target", ["decoder", "chunked"])
+def test_the_fuzzer_runs_and_finds_no_difference(target: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    harness = Path(__file__).with_name("fuzz") / "fuzz_decoder.py"
+    cmd = [sys.executable, str(harness), "--seconds", "1", "--no-atheris", "--seed", "7", "--target", target]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip().endswith("crashes: 0, differences: 0")

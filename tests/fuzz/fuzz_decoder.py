@@ -1,6 +1,7 @@
 """Long-running differential fuzzer for the two decoder implementations.
 
     python tests/fuzz/fuzz_decoder.py --seconds 1800
+    python tests/fuzz/fuzz_decoder.py --seconds 600 --target chunked   # the two chunked decoders
 
 Each input is cut into chunks and decoded under options taken from its first bytes (strict, tiny limits,
 dedup with resets, raw bytes, event-type filters) by the compiled and the pure decoder: both must return
@@ -11,6 +12,9 @@ non-zero exit and the input that caused it.
 With atheris installed (``pip install atheris``) the inputs are coverage-guided (libFuzzer); without it a
 seeded random generator built from the grammar's pieces is used. Either way the last line says how many
 inputs ran, and how many crashes and differences were found.
+
+``--target chunked`` fuzzes the HTTP chunked decoders instead: each input is a wire cut into reads, and
+both twins must return the same payload, the same error and end in the same state.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sonicsse import _parser_c, _parser_py
+from sonicsse import _chunked_c, _chunked_py, _parser_c, _parser_py
 from sonicsse.exceptions import SSEParsingError
 
+from decoder_helpers import dechunk_all
 from spec_reference import reference
 
 TOKENS = [
@@ -112,23 +117,40 @@ def check(data: bytes) -> None:
             raise AssertionError(f"decoders differ from the spec reference on {data!r}")
 
 
-def random_input(rng: random.Random) -> bytes:
+CHUNKED_TOKENS = [b"0", b"1", b"a", b"F", b"10", b"\r\n", b"\n", b"\r", b" ", b"\t", b";", b"=", b"x", b"\0"]
+
+
+def check_chunked(data: bytes) -> None:
+    """De-chunk one fuzzer input with both twins; raise on a difference."""
+    if not data:
+        return
+    cut_count = data[0] % 16
+    pieces = split(data[1 + cut_count :], data[1 : 1 + cut_count])
+    c_decoder, py_decoder = _chunked_c.ChunkedDecoder(), _chunked_py.ChunkedDecoder()
+    compiled = (dechunk_all(c_decoder, pieces), c_decoder.completed, c_decoder.leftover)
+    pure = (dechunk_all(py_decoder, pieces), py_decoder.completed, py_decoder.leftover)
+    if compiled != pure:
+        raise AssertionError(f"chunked twins differ on {data!r}:\n  c:  {compiled!r}\n  py: {pure!r}")
+
+
+def random_input(rng: random.Random, tokens: list[bytes] = TOKENS) -> bytes:
     head = bytes([rng.randrange(256), rng.randrange(256), rng.randrange(256)])
     cuts = bytes(rng.randrange(256) for _ in range(head[2] % 16))
     if rng.random() < 0.2:
         body = rng.randbytes(rng.randrange(200))
     else:
-        body = b"".join(rng.choice(TOKENS) for _ in range(rng.randrange(80)))
+        body = b"".join(rng.choice(tokens) for _ in range(rng.randrange(80)))
     return head + cuts + body
 
 
-def run_random(seconds: float, seed: int) -> int:
+def run_random(seconds: float, seed: int, chunked: bool) -> int:
     rng = random.Random(seed)
     deadline = time.monotonic() + seconds
     runs = 0
+    target, tokens = (check_chunked, CHUNKED_TOKENS) if chunked else (check, TOKENS)
     while time.monotonic() < deadline:
         for _ in range(1000):
-            check(random_input(rng))
+            target(random_input(rng, tokens))
         runs += 1000
     return runs
 
@@ -142,6 +164,7 @@ def main() -> int:
     parser.add_argument(
         "--no-atheris", action="store_true", help="use the random generator even with atheris"
     )
+    parser.add_argument("--target", choices=["decoder", "chunked"], default="decoder", help="what to fuzz")
     args, libfuzzer_args = parser.parse_known_args()
     try:
         if args.no_atheris:
@@ -150,7 +173,7 @@ def main() -> int:
     except ImportError:
         started = time.monotonic()
         try:
-            runs = run_random(args.seconds, args.seed)
+            runs = run_random(args.seconds, args.seed, args.target == "chunked")
         except AssertionError as exc:
             print(exc, file=sys.stderr)
             print("result: crashes: 1, differences: 1", file=sys.stderr)
@@ -161,7 +184,7 @@ def main() -> int:
     dictionary = Path(__file__).with_name("sse.dict")
     argv = [sys.argv[0], f"-max_total_time={int(args.seconds)}", f"-dict={dictionary}", *libfuzzer_args]
     atheris.instrument_all()
-    atheris.Setup(argv, check)
+    atheris.Setup(argv, check_chunked if args.target == "chunked" else check)
     atheris.Fuzz()  # prints "Done N runs in S second(s)"; exits non-zero with the input on a difference
     return 0
 
