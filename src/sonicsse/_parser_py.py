@@ -289,15 +289,7 @@ class SSEDecoder:
         elif last != 0x0A:
             tail = lines.pop()
 
-        max_line_size = self._max_line_size
-        for index, line in enumerate(lines):
-            if len(line) > max_line_size:
-                self._line_too_long(line, self._line_offset(buf, index))
-            if not line:
-                # "If the line is empty (a blank line): Dispatch the event."
-                self._dispatch(events)
-            else:
-                self._process_line(line, buf, index)
+        self._lines(lines, buf, events)
         self._offset += len(buf) - len(tail)
         if tail:
             self._hold(tail)
@@ -326,66 +318,103 @@ class SSEDecoder:
     def _malformed(self, reason: str, line: bytes, buf: bytes, index: int) -> None:
         raise SSEParsingError(reason, line=_shown(line), offset=self._line_offset(buf, index))
 
-    def _process_line(self, line: bytes, buf: bytes, index: int) -> None:
-        if self._strict:
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                self._malformed("invalid UTF-8", line, buf, index)
-        if line[0] == 0x3A:
-            # "If the line starts with a U+003A COLON character (:): Ignore the line."
-            if self._on_comment is not None:
-                text = line[2:] if line[1:2] == b" " else line[1:]
-                self._on_comment(text.decode("utf-8", "replace"))
-            return
-        # "If the line contains a U+003A COLON character (:): Collect the characters on the line before the
-        # first U+003A COLON character (:), and let field be that string. Collect the characters on the line
-        # after the first U+003A COLON character (:), and let value be that string. If value starts with a
-        # U+0020 SPACE character, remove it from value." Otherwise the whole line is the field name and
-        # the value is the empty string.
-        name, colon, value = line.partition(b":")
-        if value[:1] == b" ":
-            value = value[1:]
-        if name == b"data":
-            # "Append the field value to the data buffer, then append a single U+000A LINE FEED (LF)
-            # character to the data buffer." (We put the LF between lines, which spares step 3 below.)
-            size = len(self._data) + len(value) + (1 if self._has_data else 0)
-            if size > self._max_event_size:
-                raise SSEParsingError(
-                    f"event data larger than max_event_size ({self._max_event_size} bytes)",
-                    line=_shown(line),
-                    offset=self._line_offset(buf, index),
-                )
-            if self._has_data:
-                self._data += b"\n"
-            self._data += value
-            self._has_data = True
-        elif name == b"event":
-            # "Set the event type buffer to field value."
-            self._event_type = self._intern_type(value) if value else None
-        elif name == b"id":
-            # "If the field value does not contain U+0000 NULL, then set the last event ID buffer to the
-            # field value. Otherwise, ignore the field."
-            if b"\0" in value:
-                if self._strict:
-                    self._malformed("id contains NUL", line, buf, index)
-            else:
-                self._id_buffer = self._event_id = value.decode("utf-8", "replace")
-        elif name == b"retry":
-            # "If the field value consists of only ASCII digits, then interpret the field value as an
-            # integer in base ten, and set the event stream's reconnection time to that integer.
-            # Otherwise, ignore the field."
-            if value.isdigit():
-                retry = _parse_retry(value)
-                if retry is not None:
-                    self._retry = self._event_retry = retry
-                elif self._strict:
-                    self._malformed("retry has too many digits", line, buf, index)
-            elif self._strict:
-                self._malformed("retry is not all ASCII digits", line, buf, index)
-        elif self._strict and not colon:
-            # "Otherwise: The field is ignored." strict mode reports a line that names no field instead.
-            self._malformed("line has no colon and names no field", line, buf, index)
+    def _lines(self, lines: list[bytes], buf: bytes, events: list[Event]) -> None:
+        """Interpret complete lines. The per-line rules are written out in this one loop, with the state
+        of the current block in locals, because a method call per line would double the cost."""
+        max_line_size = self._max_line_size
+        strict = self._strict
+        event_types, decode, dedup = self._event_types, self._decode, self._dedup
+        type_cache = self._type_cache
+        append = events.append
+        # the block being read: data (the first data line, or all of them joined), type, id, retry
+        data: bytes | bytearray | None = None if not self._has_data else self._data
+        event_type, event_id, event_retry = self._event_type, self._event_id, self._event_retry
+        try:
+            for index, line in enumerate(lines):
+                if not line:
+                    # "If the line is empty (a blank line): Dispatch the event."
+                    # "1. Set the last event ID string of the event source to the value of the last event
+                    # ID buffer."
+                    self._last_event_id = self._id_buffer
+                    # "2. If the data buffer is an empty string, ... return." "3. If the data buffer's
+                    # last character is a U+000A LINE FEED (LF) character, then remove the last character
+                    # from the data buffer." (Never there: see data.) "5. Initialize event's type attribute
+                    # to "message" ... If the event type buffer has a value other than the empty string,
+                    # change the type of the newly created event to equal the value".
+                    if data is not None and (event_types is None or (event_type or "message") in event_types):
+                        text: Any = data.decode("utf-8", "replace") if decode else bytes(data)
+                        if not dedup or not self._is_duplicate(text, event_id):
+                            append({"data": text, "event": event_type, "id": event_id, "retry": event_retry})
+                    data = event_type = event_id = event_retry = None
+                    continue
+                if len(line) > max_line_size:
+                    self._line_too_long(line, self._line_offset(buf, index))
+                if strict:
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self._malformed("invalid UTF-8", line, buf, index)
+                # "If the line contains a U+003A COLON character (:): Collect the characters on the line
+                # before the first U+003A COLON character (:), and let field be that string. Collect the
+                # characters on the line after the first U+003A COLON character (:), and let value be that
+                # string. If value starts with a U+0020 SPACE character, remove it from value."
+                # Otherwise the whole line is the field name and the value is the empty string.
+                name, colon, value = line.partition(b":")
+                if value[:1] == b" ":
+                    value = value[1:]
+                if name == b"data":
+                    # "Append the field value to the data buffer, then append a single U+000A LINE FEED
+                    # (LF) character to the data buffer." (The LF goes between lines, which spares
+                    # step 3 of dispatch; a single data line is kept as it is, without a copy.)
+                    size = len(value) if data is None else len(data) + 1 + len(value)
+                    if size > self._max_event_size:
+                        raise SSEParsingError(
+                            f"event data larger than max_event_size ({self._max_event_size} bytes)",
+                            line=_shown(line),
+                            offset=self._line_offset(buf, index),
+                        )
+                    if data is None:
+                        data = value
+                    else:
+                        if type(data) is bytes:
+                            data = bytearray(data)
+                        data += b"\n"
+                        data += value
+                elif name == b"event":
+                    # "Set the event type buffer to field value."
+                    event_type = (type_cache.get(value) or self._intern_type(value)) if value else None
+                elif name == b"id":
+                    # "If the field value does not contain U+0000 NULL, then set the last event ID buffer
+                    # to the field value. Otherwise, ignore the field."
+                    if b"\0" in value:
+                        if strict:
+                            self._malformed("id contains NUL", line, buf, index)
+                    else:
+                        self._id_buffer = event_id = value.decode("utf-8", "replace")
+                elif not name:
+                    # "If the line starts with a U+003A COLON character (:): Ignore the line."
+                    if self._on_comment is not None:
+                        self._on_comment(value.decode("utf-8", "replace"))
+                elif name == b"retry":
+                    # "If the field value consists of only ASCII digits, then interpret the field value as
+                    # an integer in base ten, and set the event stream's reconnection time to that
+                    # integer. Otherwise, ignore the field."
+                    if value.isdigit():
+                        retry = _parse_retry(value)
+                        if retry is not None:
+                            self._retry = event_retry = retry
+                        elif strict:
+                            self._malformed("retry has too many digits", line, buf, index)
+                    elif strict:
+                        self._malformed("retry is not all ASCII digits", line, buf, index)
+                elif strict and not colon:
+                    # "Otherwise: The field is ignored." strict mode reports a line that names no field.
+                    self._malformed("line has no colon and names no field", line, buf, index)
+        finally:
+            # the block goes on in the next chunk (or the decoder failed: the state no longer matters)
+            self._has_data = data is not None
+            self._data = data if type(data) is bytearray else bytearray(data or b"")
+            self._event_type, self._event_id, self._event_retry = event_type, event_id, event_retry
 
     def _intern_type(self, raw: bytes) -> str:
         """Event type names repeat: share one str per name instead of decoding each time."""
@@ -396,44 +425,24 @@ class SSEDecoder:
                 self._type_cache[raw] = name
         return name
 
-    def _dispatch(self, events: list[Event]) -> None:
-        # "1. Set the last event ID string of the event source to the value of the last event ID buffer."
-        self._last_event_id = self._id_buffer
-        event_type, event_id, event_retry = self._event_type, self._event_id, self._event_retry
-        self._event_type = self._event_id = self._event_retry = None
-        # "2. If the data buffer is an empty string, set the data buffer and the event type buffer to the
-        # empty string and return."
-        if not self._has_data:
-            return
-        # "3. If the data buffer's last character is a U+000A LINE FEED (LF) character, then remove the
-        # last character from the data buffer." (Never there: see the data field.)
-        raw = bytes(self._data)
-        self._data.clear()
-        self._has_data = False
-        # "5. Initialize event's type attribute to "message" ... If the event type buffer has a value other
-        # than the empty string, change the type of the newly created event to equal the value".
-        if self._event_types is not None and (event_type or "message") not in self._event_types:
-            return
-        data: Any = raw.decode("utf-8", "replace") if self._decode else raw
-        if self._dedup:
-            first_after_reset = self._after_reset
-            self._after_reset = False
-            if event_id:
-                if event_id in self._seen_ids:
-                    return
-                self._remember_id(event_id)
-            elif first_after_reset and data == self._last_data:
-                return
-            self._last_data = data
-        events.append({"data": data, "event": event_type, "id": event_id, "retry": event_retry})
-
-    def _remember_id(self, event_id: str) -> None:
-        ring = self._ring
-        if not ring:
-            return
-        evicted = ring[self._ring_pos]
-        if evicted is not None:
-            self._seen_ids.discard(evicted)
-        ring[self._ring_pos] = event_id
-        self._ring_pos = (self._ring_pos + 1) % len(ring)
-        self._seen_ids.add(event_id)
+    def _is_duplicate(self, data: str | bytes, event_id: str | None) -> bool:
+        """Dedup: the event's id is among the recent ones, or, right after a reset, it has no id and
+        repeats the data of the last event yielded. Otherwise it is remembered."""
+        first_after_reset = self._after_reset
+        self._after_reset = False
+        if event_id:
+            seen = self._seen_ids
+            if event_id in seen:
+                return True
+            ring = self._ring
+            if ring:  # remember it in the window, forgetting the oldest
+                evicted = ring[self._ring_pos]
+                if evicted is not None:
+                    seen.discard(evicted)
+                ring[self._ring_pos] = event_id
+                self._ring_pos = (self._ring_pos + 1) % len(ring)
+                seen.add(event_id)
+        elif first_after_reset and data == self._last_data:
+            return True
+        self._last_data = data
+        return False
