@@ -51,6 +51,17 @@ class StreamStats:
         self.latencies_ns.append(now - sent)
         self.sent_ns.append(sent)
 
+    def read(self, data: bytes | bytearray, now: int, first: bool) -> int:
+        """A floor's raw read: count its events, sample the latency of the first; returns the count."""
+        n = data.count(b"data: ")
+        if n:
+            i = data.find(b"data: ")
+            sent = int(data[i + 6 : i + 6 + PACED_WIDTH])
+            if first:
+                self.first_sent_ns.append(sent)
+            self.record(now, sent)
+        return n
+
     def steady(self) -> list[int]:
         """Latencies of events sent after every stream had started (the connect storm excluded)."""
         if len(self.first_sent_ns) == 0:
@@ -117,15 +128,7 @@ class _RawStream(asyncio.Protocol):
         self.events = 0
 
     def data_received(self, data: bytes) -> None:
-        t = time.monotonic_ns()
-        n = data.count(b"data: ")
-        if n:
-            i = data.find(b"data: ")
-            sent = int(data[i + 6 : i + 6 + PACED_WIDTH])
-            if self.events == 0:
-                self._st.first_sent_ns.append(sent)
-            self._st.record(t, sent)
-            self.events += n
+        self.events += self._st.read(data, time.monotonic_ns(), self.events == 0)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._done.done():
@@ -198,15 +201,7 @@ async def _task_floor_stream(url: str, port: int, st: StreamStats) -> None:
                 continue
             data = proto.buffer[: proto.end]
             proto.end = 0
-            t = now()
-            n = data.count(b"data: ")
-            if n:
-                i = data.find(b"data: ")
-                sent = int(data[i + 6 : i + 6 + PACED_WIDTH])
-                if events == 0:
-                    st.first_sent_ns.append(sent)
-                st.record(t, sent)
-                events += n
+            events += st.read(data, now(), events == 0)
         transport.close()
     except Exception as exc:
         st.fail(exc)
