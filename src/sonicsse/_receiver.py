@@ -8,7 +8,8 @@ preallocated buffer (``recv_into``) and the consumer parses the bytes where they
 
 The consumer owns ``buffer[start:end]``: it parses from ``start``, moves ``start`` past what it used, and
 may rewrite the bytes it has already parsed (the chunked decoder compacts the payload in place). A view it
-was given stays valid until it next awaits ``receive()``: the buffer is only reorganised while it waits.
+was given stays valid until it next awaits anything: only the event loop's callbacks (``get_buffer``)
+move or replace the buffer.
 """
 
 from __future__ import annotations
@@ -105,11 +106,6 @@ class BodyReceiver(asyncio.BufferedProtocol):
     def view(self, start: int, stop: int) -> memoryview:
         """``buffer[start:stop]`` without a copy; valid until the next ``receive()``."""
         return self._view[start:stop]
-
-    def move(self, dest: int, start: int, stop: int) -> None:
-        """Copy ``buffer[start:stop]`` to ``dest`` (``dest <= start``: the consumer compacting)."""
-        view = self._view
-        view[dest : dest + stop - start] = view[start:stop]
 
     def check(self) -> None:
         """Raise the exception given to ``interrupt()``, if any."""
