@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sonicsse._receiver import CAPACITY, INITIAL_SIZE, READ_SIZE, BodyReceiver
+from sonicsse._receiver import CAPACITY, INITIAL_SIZE, QUIET_READS, READ_SIZE, BodyReceiver
 
 
 class RecordingTransport:
@@ -83,6 +83,24 @@ async def test_starts_small_and_grows_only_while_reads_fill_their_room() -> None
         take(rx)
     assert max(sizes) <= CAPACITY and len(rx.buffer) > INITIAL_SIZE
     assert max(len(rx.get_buffer(-1)) for _ in range(2)) <= READ_SIZE
+
+
+async def test_a_grown_buffer_shrinks_back_once_the_stream_is_quiet_again() -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    for _ in range(6):  # a burst
+        deliver(rx, b"y" * READ_SIZE)
+        take(rx)
+    grown = len(rx.buffer)
+    assert grown > INITIAL_SIZE
+    for _ in range(QUIET_READS - 1):  # quiet, but not yet for long enough
+        deliver(rx, b"data: x\n\n")
+        take(rx)
+    assert len(rx.buffer) == grown
+    deliver(rx, b"data: x\n\n")
+    take(rx)
+    deliver(rx, b"data: z\n\n")  # the buffer is replaced when it is empty and a read comes
+    assert len(rx.buffer) == INITIAL_SIZE
+    assert take(rx) == b"data: z\n\n"
 
 
 async def test_pauses_when_full_and_resumes_when_the_consumer_waits_again() -> None:

@@ -26,6 +26,9 @@ READ_SIZE = 1 << 16
 #: reads fill all the room they are given. Above CAPACITY unread, the socket is paused.
 INITIAL_SIZE = 1 << 14
 CAPACITY = 1 << 18
+#: A grown buffer goes back to INITIAL_SIZE after this many reads in a row of under a quarter of it, so a
+#: stream that once had a burst does not keep 256 KiB for the rest of its life.
+QUIET_READS = 64
 
 
 class BodyReceiver(asyncio.BufferedProtocol):
@@ -50,6 +53,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
         self._paused = False
         self._offered = 0
         self._filled = False  # the last read took all the room it was given: more is probably waiting
+        self._quiet = 0  # reads in a row that were small
         self._transport = transport
         self._previous = previous
         if not eof:
@@ -63,6 +67,10 @@ class BodyReceiver(asyncio.BufferedProtocol):
         end = self.end
         if self.start == end:
             self.start = self.end = end = 0
+            if self._quiet >= QUIET_READS and len(self.buffer) > INITIAL_SIZE:
+                self.buffer = bytearray(INITIAL_SIZE)
+                self._view = memoryview(self.buffer)
+                self._filled = False
         room = len(self.buffer) - end
         if room < READ_SIZE:
             if self.start:
@@ -79,6 +87,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
         self._filled = nbytes == self._offered
+        self._quiet = self._quiet + 1 if nbytes < INITIAL_SIZE // 4 else 0
         if self.end == len(self.buffer) and len(self.buffer) >= CAPACITY and not self._paused:
             # Full: the socket waits (TCP flow control) until the consumer has caught up.
             self._paused = True
