@@ -113,7 +113,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
     # -- consumer side ----------------------------------------------------------------------------
 
     def view(self, start: int, stop: int) -> memoryview:
-        """``buffer[start:stop]`` without a copy; valid until the next ``receive()``."""
+        """``buffer[start:stop]`` without a copy; valid until the consumer next awaits anything."""
         return self._view[start:stop]
 
     def check(self) -> None:

@@ -187,7 +187,7 @@ class BodyReader:
     """One streamed HTTP response: status, headers, and the body as it arrives.
 
     An HTTP/1.1 body is received by a :class:`BodyReceiver` (no copy between the socket and the
-    decoder); ``read()`` returns a view of its buffer, valid until the next ``read()``.
+    decoder); ``read()`` returns a view of its buffer, valid until the caller next awaits anything.
     """
 
     __slots__ = (
@@ -280,7 +280,7 @@ class BodyReader:
         """The next decoded body bytes; ``b""`` at the end of the body.
 
         A view into the receive buffer comes back when no decompression was needed: use it (or copy
-        it) before the next ``read()``. Raises TransportError when the connection drops before the end
+        it) before awaiting anything else. Raises TransportError when the connection drops before the end
         of a framed body, or when its framing or compression is broken.
         """
         if self._closed:
