@@ -4,12 +4,15 @@
 An async generator costs about 60 ns per item on CPython 3.11: every ``__anext__`` makes an awaitable, and
 the item comes back inside a ``StopIteration``. ``EventIterator`` is its own awaitable and fills the
 ``am_send`` slot, so an event that is already decoded reaches ``async for`` with no object made and no
-exception raised. Only when its batch is used up does it drive the connection's ``next_batch()``
-coroutine, passing the futures that coroutine waits on up to the task.
+exception raised. When its batch is used up it asks the connection's ``step()`` for the next one,
+which in the steady state of a stream gives the next batch, or a future to wait on, without any coroutine;
+only otherwise does it drive the ``next_batch()`` coroutine, passing the futures that coroutine waits on up
+to the task.
 """
 
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.ref cimport Py_XDECREF
+from cpython.list cimport PyList_CheckExact
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 
 import asyncio
 
@@ -35,27 +38,35 @@ cdef enum:
 
 
 cdef class EventIterator:
-    """``EventIterator(next_batch, on_exit, rest)``: yield the events of the lists ``await next_batch()``
-    gives, until it gives None; ``on_exit()`` runs once when the iteration ends, however it ends.
+    """``EventIterator(step, next_batch, on_exit, rest)``: yield the events of the lists ``step()`` and
+    ``await next_batch()`` give, until ``next_batch()`` gives None; ``on_exit()`` runs once when the
+    iteration ends, however it ends.
+
+    ``step()`` is tried first each time a batch is used up: it gives the next batch, or a future to wait
+    on before trying it again, or None to have ``next_batch()`` run instead.
 
     ``rest`` is a one-item list holding an iterator over the current batch's events not yet yielded: the
     connection shares it with every iterator it makes, so one that is abandoned half-way through a batch
     (``await anext(aiter(conn))``) leaves the rest to the next.
     """
 
+    cdef object _step
     cdef object _next_batch
     cdef object _on_exit
     cdef list _rest
     cdef object _coro  # the next_batch() coroutine while it runs
+    cdef object _waiting  # the future step() gave, while it is awaited
     cdef bint _finished
 
-    def __init__(self, next_batch, on_exit, list rest not None):
+    def __init__(self, step, next_batch, on_exit, list rest not None):
         if len(rest) != 1:
             raise ValueError("rest must be a list holding one iterator")
+        self._step = step
         self._next_batch = next_batch
         self._on_exit = on_exit
         self._rest = rest
         self._coro = None
+        self._waiting = None
         self._finished = False
 
     def __aiter__(self):
@@ -81,11 +92,15 @@ cdef class EventIterator:
         raise StopIteration(out)
 
     def throw(self, typ, val=None, tb=None):
-        """Raise an exception (a task's cancellation) into the pending ``next_batch()``."""
+        """Raise an exception (a task's cancellation) into the pending ``next_batch()``; while a future
+        from ``step()`` is awaited, it ends the iteration, as it would end ``next_batch()``."""
         cdef object coro = self._coro
         if coro is None:
             if val is None:
                 val = typ() if isinstance(typ, type) else typ
+            if self._waiting is not None:
+                self._waiting = None
+                self._finish()
             raise val
         try:
             return coro.throw(typ, val, tb) if val is not None or tb is not None else coro.throw(typ)
@@ -101,6 +116,7 @@ cdef class EventIterator:
         """Close the pending ``next_batch()``: the awaiting coroutine is being closed."""
         coro = self._coro
         self._coro = None
+        self._waiting = None
         if coro is not None:
             coro.close()
         self._finish()
@@ -155,6 +171,23 @@ cdef int _iter_send(object obj, object arg, PyObject** result) except -1:
                 return PYGEN_RETURN
             if PyErr_Occurred() != NULL:
                 return -1
+            self._waiting = None
+            try:
+                value = self._step()
+            except BaseException:
+                self._finish()
+                raise
+            if value is not None:
+                if PyList_CheckExact(value):
+                    self._rest[0] = iter(value)
+                    continue
+                # A future: hand it to the task as ``await future`` would, and try step() again when
+                # the task resumes this iterator.
+                value._asyncio_future_blocking = True
+                self._waiting = value
+                Py_INCREF(value)
+                result[0] = <PyObject*>value
+                return PYGEN_NEXT
             self._coro = self._next_batch()
             arg = None
         try:

@@ -777,3 +777,20 @@ async def test_cancelled_request_on_a_kept_alive_connection_closes_its_socket() 
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.wait_for(srv.conns[0].gone.wait(), 5)
+
+
+async def test_a_bad_line_in_a_later_read_comes_after_the_events_before_it_and_calls_on_error() -> None:
+    # Each read is decoded on the steady-state path (no coroutine per read); the error it finds is
+    # handed to the full path, which calls the hook and raises after delivering what came before.
+    errors: list[BaseException] = []
+    steps = [head(), chunk(b"data: a\n\n"), 0.02, chunk(b"data: b\n\n"), 0.02, chunk(b"x" * 2048), STALL]
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False, max_line_size=1024, on_error=errors.append)
+        seen: list[str] = []
+        with pytest.raises(SSEParsingError, match="max_line_size") as info:
+            async for event in conn:
+                seen.append(event["data"])
+        await conn.close()
+    assert seen == ["a", "b"]
+    assert errors == [info.value] and info.value.url == srv.url()
+

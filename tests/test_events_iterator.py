@@ -39,8 +39,11 @@ class Source:
     def on_exit(self) -> None:
         self.exits += 1
 
+    def step(self) -> None:
+        return None  # always next_batch(); StepSource scripts step()
+
     def iterator(self, event_iterator: Any) -> Any:
-        return event_iterator(self.next_batch, self.on_exit, self.rest)
+        return event_iterator(self.step, self.next_batch, self.on_exit, self.rest)
 
 
 def ev(*names: str) -> list[Event]:
@@ -145,7 +148,7 @@ async def test_throw_into_a_waiting_iterator_reaches_next_batch(event_iterator: 
             return ev("recovered")
         return None
 
-    it = event_iterator(next_batch, lambda: None, [iter(())])
+    it = event_iterator(lambda: None, next_batch, lambda: None, [iter(())])
     awaitable = it.__anext__().__await__()
     future = awaitable.send(None)  # runs next_batch up to its sleep: the loop's future comes out
     assert isinstance(future, asyncio.Future)
@@ -158,4 +161,81 @@ async def test_throw_into_a_waiting_iterator_reaches_next_batch(event_iterator: 
 
 async def test_rest_must_hold_one_iterator(event_iterator: Any) -> None:
     with pytest.raises(ValueError, match="one iterator"):
-        await event_iterator(Source().next_batch, lambda: None, []).__anext__()
+        await event_iterator(lambda: None, Source().next_batch, lambda: None, []).__anext__()
+
+
+class StepSource(Source):
+    """A Source whose ``step()`` gives scripted items first: a batch, None (``next_batch()`` runs), or
+    a number of seconds, which becomes a future done that much later (then ``step()`` is tried again)."""
+
+    def __init__(self, steps: list[list[Event] | float | None], *batches: list[Event] | None) -> None:
+        super().__init__(*batches)
+        self.steps = steps
+        self.step_calls = 0
+        self.futures: list[asyncio.Future[None]] = []
+
+    def step(self) -> Any:
+        self.step_calls += 1
+        if not self.steps:
+            return None
+        item = self.steps.pop(0)
+        if isinstance(item, float):
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            loop.call_later(item, lambda: future.done() or future.set_result(None))
+            self.futures.append(future)
+            return future
+        return item
+
+
+async def test_step_batches_come_without_next_batch(event_iterator: Any) -> None:
+    src = StepSource([ev("a", "b"), ev("c")], None)
+    got = [e async for e in src.iterator(event_iterator)]
+    assert names(got) == ["a", "b", "c"]
+    assert src.calls == 1  # only for the end
+    assert src.step_calls == 3
+    assert src.exits == 1
+
+
+async def test_a_future_from_step_is_awaited_then_step_is_tried_again(event_iterator: Any) -> None:
+    src = StepSource([0.001, ev("a"), 0.001, 0.001, ev("b"), None], ev("c"), None)
+    got = [e async for e in src.iterator(event_iterator)]
+    assert names(got) == ["a", "b", "c"]
+    assert all(f.done() for f in src.futures) and len(src.futures) == 3
+    assert src.step_calls == 7 and src.calls == 2
+    assert src.exits == 1
+
+
+async def test_cancellation_while_waiting_on_a_step_future_ends_the_iteration(event_iterator: Any) -> None:
+    src = StepSource([ev("a"), 10.0], ev("never"))
+    it = src.iterator(event_iterator)
+    assert (await it.__anext__())["data"] == "a"
+    task = asyncio.ensure_future(it.__anext__())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert src.futures[0].cancelled()  # the task cancelled what it waited on
+    assert src.exits == 1
+    with pytest.raises(StopAsyncIteration):
+        await it.__anext__()
+    assert src.calls == 0
+
+
+async def test_wait_for_timeout_on_a_step_future(event_iterator: Any) -> None:
+    src = StepSource([10.0])
+    it = src.iterator(event_iterator)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(it.__anext__(), 0.01)
+    assert src.exits == 1
+
+
+async def test_an_error_from_step_ends_the_iteration(event_iterator: Any) -> None:
+    def step() -> Any:
+        raise RuntimeError("step broke")
+
+    src = Source(ev("never"))
+    it = event_iterator(step, src.next_batch, src.on_exit, src.rest)
+    with pytest.raises(RuntimeError, match="step broke"):
+        await it.__anext__()
+    assert src.exits == 1 and src.calls == 0

@@ -1,3 +1,4 @@
+import asyncio
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any
 
@@ -6,6 +7,7 @@ from ._types import Event
 class EventIterator:
     def __init__(
         self,
+        step: Callable[[], list[Event] | asyncio.Future[None] | None],
         next_batch: Callable[[], Awaitable[list[Event] | None]],
         on_exit: Callable[[], object],
         rest: list[Iterator[Event]],

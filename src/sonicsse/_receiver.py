@@ -47,7 +47,8 @@ class BodyReceiver(asyncio.BufferedProtocol):
         self.eof = eof
         #: Why the connection was lost, if it did not end cleanly.
         self.lost: BaseException | None = None
-        self._interrupt: BaseException | None = None
+        #: The exception given to ``interrupt()``: ``check()`` raises it.
+        self.interruption: BaseException | None = None
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
@@ -118,14 +119,17 @@ class BodyReceiver(asyncio.BufferedProtocol):
 
     def check(self) -> None:
         """Raise the exception given to ``interrupt()``, if any."""
-        if self._interrupt is not None:
-            raise self._interrupt
+        if self.interruption is not None:
+            raise self.interruption
 
     def receive(self) -> asyncio.Future[None]:
-        """A future done when bytes arrive after ``end`` or the stream ends (``eof``); it raises the
-        exception given to ``interrupt()``. A plain future, not a coroutine: one read, one object."""
-        if self._interrupt is not None:
-            raise self._interrupt
+        """A future done when bytes arrive after ``end``, the stream ends (``eof``) or ``interrupt()`` is
+        called; call ``check()`` after it. A plain future, not a coroutine: one read, one object.
+
+        The future never holds an exception, so a consumer that is cancelled or gives up while another
+        task interrupts it leaves nothing unretrieved behind."""
+        if self.interruption is not None:
+            raise self.interruption
         waiter = self._loop.create_future()
         if self.eof:
             waiter.set_result(None)
@@ -138,12 +142,9 @@ class BodyReceiver(asyncio.BufferedProtocol):
         return waiter
 
     def interrupt(self, exc: BaseException) -> None:
-        """Make the pending (or next) ``receive()`` and ``check()`` raise ``exc``."""
-        self._interrupt = exc
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        """Wake the pending ``receive()``; ``check()`` and the next ``receive()`` raise ``exc``."""
+        self.interruption = exc
+        self._wake()
 
     def restore(self) -> None:
         """Give the connection back to its previous protocol (before it returns to a pool)."""

@@ -194,6 +194,7 @@ class BodyReader:
         "_chunked",
         "_closed",
         "_conn",
+        "_failed",
         "_h2_iter",
         "_inflater",
         "_interrupt_exc",
@@ -215,6 +216,7 @@ class BodyReader:
         self.headers: Mapping[str, str] = response.headers
         self.completed = False
         self._closed = False
+        self._failed: TransportError | None = None  # found by poll(), raised by read()
         self._leftover = False
         self._interrupt_exc: Exception | None = None
         self._chunked: ChunkedDecoder | None = None
@@ -285,6 +287,9 @@ class BodyReader:
         """
         if self._closed:
             raise self._interrupt_exc or TransportError("the response was closed")
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
         rx = self._rx
         if rx is None:
             return await self._read_unbuffered()
@@ -298,7 +303,7 @@ class BodyReader:
             if self.completed:
                 return inflater.flush() if inflater is not None else b""
             if rx.start < rx.end:
-                data = self._dechunk(rx) if self._mode == "chunked" else self._take(rx)
+                data: bytes | memoryview = self._dechunk(rx) if self._mode == "chunked" else self._take(rx)
                 if data and inflater is not None:
                     data = self._inflate(inflater, data)
                 if data:
@@ -309,6 +314,37 @@ class BodyReader:
                 self._at_eof(rx)
                 continue
             await rx.receive()
+
+    def poll(self) -> memoryview | asyncio.Future[None] | None:
+        """``read()`` without a coroutine, for the steady state of a stream: the next body bytes (a view,
+        as ``read()`` gives) when some are buffered, else a future that is done when more arrive. None
+        when ``read()`` must be used instead: at the end of the body, after an interrupt or an error,
+        with decompression, and for HTTP/2 bodies and bodies aiosonic already read."""
+        rx = self._rx
+        if (
+            rx is None
+            or self._inflater is not None
+            or self.completed
+            or self._failed is not None
+            or rx.interruption is not None
+        ):
+            return None
+        if rx.start < rx.end:
+            if self._mode == "chunked":
+                try:
+                    data = self._dechunk(rx)
+                except TransportError as exc:
+                    self._failed = exc
+                    return None
+            else:
+                data = self._take(rx)
+            if data:
+                return data
+            if self.completed:
+                return None
+        if rx.eof:
+            return None
+        return rx.receive()
 
     def _take(self, rx: BodyReceiver) -> memoryview:
         """Everything received of a close-delimited body, or of a ``Content-Length`` one up to its end."""
@@ -380,7 +416,7 @@ class BodyReader:
         self.completed = True
         return b""
 
-    def _dechunk(self, rx: BodyReceiver) -> memoryview | bytes:
+    def _dechunk(self, rx: BodyReceiver) -> memoryview:
         """De-chunk what was received, in place (see ChunkedDecoder); a partial framing line stays."""
         chunked = self._chunked
         assert chunked is not None
@@ -391,7 +427,7 @@ class BodyReader:
         if chunked.completed:
             self.completed = True
             self._leftover = chunked.leftover
-        return rx.view(out_start, out_end) if out_end > out_start else b""
+        return rx.view(out_start, out_end)
 
     def close(self, keep_connection: bool = False) -> None:
         """Close the response now: the socket is aborted unless the body was read to its end and

@@ -247,6 +247,9 @@ class SSEConnection:
         self._streams_opened = 0
         self._sent_body = False
         self._pending_error: BaseException | None = None
+        self._step_error: SSEParsingError | None = None  # left by _step() for _next_batch()
+        # _step() may deliver events: no hook has to be awaited per read
+        self._plain = self._checkpoint is None and config.on_comment is None
         self._comment_results: list[Awaitable[Any]] = []  # from an async on_comment, awaited per read
         self._retry_cause: BaseException | None = None
         self._bad_ids_logged: set[str] = set()
@@ -394,10 +397,13 @@ class SSEConnection:
         # Not built on iter_batches(): the per-event step is the hot path of token streams, and the
         # compiled EventIterator hands over a decoded event without making any object.
         self._iterations += 1
-        return EventIterator(self._next_batch, functools.partial(self._leave, self._iterations), self._rest)
+        return EventIterator(
+            self._step, self._next_batch, functools.partial(self._leave, self._iterations), self._rest
+        )
 
     async def iter_batches(self) -> AsyncGenerator[list[Event], None]:
         """Yield the list of events each socket read completed (never empty): the fast path for ingestion."""
+        step = self._step
         next_batch = self._next_batch
         self._iterations += 1
         iteration = self._iterations
@@ -406,9 +412,16 @@ class SSEConnection:
             if rest:
                 yield rest
             while True:
-                events = await next_batch()
-                if events is None:
-                    return
+                got = step()
+                if got is None:
+                    events = await next_batch()
+                    if events is None:
+                        return
+                elif isinstance(got, list):
+                    events = got
+                else:
+                    await got
+                    continue
                 yield events
         finally:
             self._leave(iteration)
@@ -473,47 +486,45 @@ class SSEConnection:
             raise exc
         decoder = self._decoder
         while True:
-            body = self._body
-            if body is None:
-                if self._closed or not await self._reconnect():
-                    return None
+            if self._step_error is not None:  # _step() decoded a bad line
+                error, self._step_error = self._step_error, None
+                events = await self._parse_failed(error)
+            else:
                 body = self._body
-                assert body is not None
-            loop = self._loop
-            assert loop is not None
-            self._wait_since = loop.time()
-            try:
-                data = await body.read()
-            except _Interrupted as exc:
-                self._wait_since = 0.0
-                if exc.kind == "closed" or self._closed:
-                    self._drop_body()
-                    return None
-                if exc.kind == "restart":
+                if body is None:
+                    if self._closed or not await self._reconnect():
+                        return None
+                    body = self._body
+                    assert body is not None
+                loop = self._loop
+                assert loop is not None
+                self._wait_since = loop.time()
+                try:
+                    data = await body.read()
+                except _Interrupted as exc:
+                    self._wait_since = 0.0
+                    if exc.kind == "closed" or self._closed:
+                        self._drop_body()
+                        return None
+                    if exc.kind == "restart":
+                        continue
+                    await self._report(exc.reason, exc)
+                    self._end_stream(exc.reason, exc)
                     continue
-                await self._report(exc.reason, exc)
-                self._end_stream(exc.reason, exc)
-                continue
-            except TransportError as exc:
+                except TransportError as exc:
+                    self._wait_since = 0.0
+                    await self._report(str(exc), exc)
+                    self._end_stream(str(exc), exc)
+                    continue
                 self._wait_since = 0.0
-                await self._report(str(exc), exc)
-                self._end_stream(str(exc), exc)
-                continue
-            self._wait_since = 0.0
-            if not data:
-                self._end_stream(None, None)
-                continue
-            self._bytes += len(data)
-            try:
-                events = decoder.feed(data)
-            except SSEParsingError as exc:
-                # Deliver what came before the bad line first; the error follows on the next call.
-                self._drop_body()
-                decoder.reset()
-                exc.method, exc.url = self._config.method.upper(), self._config.url
-                await call_hook(self._config.on_error, exc)
-                self._pending_error = exc
-                events = exc.events
+                if not data:
+                    self._end_stream(None, None)
+                    continue
+                self._bytes += len(data)
+                try:
+                    events = decoder.feed(data)
+                except SSEParsingError as exc:
+                    events = await self._parse_failed(exc)
             if self._comment_results:
                 await self._await_comments()
             cut = False
@@ -522,7 +533,7 @@ class SSEConnection:
                 cut = len(screened) < len(events)
                 events = screened
             if events:
-                self._count(events, loop)
+                self._count(events)
                 if self._checkpoint is not None:
                     self._consumed_id = (
                         _resume_point(events, self._consumed_id) if cut else decoder.last_event_id
@@ -531,6 +542,44 @@ class SSEConnection:
             if self._pending_error is not None:
                 error, self._pending_error = self._pending_error, None
                 raise error
+
+    def _step(self) -> list[Event] | asyncio.Future[None] | None:
+        """``_next_batch()`` without a coroutine, for the steady state of a stream (the iterators try it
+        first): the events that the bytes already received complete, or else a future that is done when
+        more bytes arrive. None when ``_next_batch()`` must run instead: to open or end a stream, after
+        an error or an interrupt, and when hooks or screening need awaiting."""
+        self._wait_since = 0.0
+        body = self._body
+        if body is None or not self._plain or self._screening or self._pending_error is not None:
+            return None
+        while True:
+            data = body.poll()
+            if data is None:
+                return None
+            if not isinstance(data, memoryview):
+                loop = self._loop
+                assert loop is not None  # a stream is open
+                self._wait_since = loop.time()
+                return data
+            self._bytes += len(data)
+            try:
+                events = self._decoder.feed(data)
+            except SSEParsingError as exc:
+                self._step_error = exc
+                return None
+            if events:
+                self._count(events)
+                return events
+
+    async def _parse_failed(self, exc: SSEParsingError) -> list[Event]:
+        """The decoder found a bad line: the events before it are delivered first, the error on the
+        next call."""
+        self._drop_body()
+        self._decoder.reset()
+        exc.method, exc.url = self._config.method.upper(), self._config.url
+        await call_hook(self._config.on_error, exc)
+        self._pending_error = exc
+        return exc.events
 
     def _on_comment(self, text: str) -> None:
         """The decoder's comment callback: the user's, kept from interrupting a feed.
@@ -627,7 +676,9 @@ class SSEConnection:
             error.__cause__ = cause
             await call_hook(self._config.on_error, error)
 
-    def _count(self, events: list[Event], loop: asyncio.AbstractEventLoop) -> None:
+    def _count(self, events: list[Event]) -> None:
+        loop = self._loop
+        assert loop is not None  # a stream is open
         self._events += len(events)
         self._stream_events += len(events)
         now = self._last_event_at = loop.time()
