@@ -26,6 +26,7 @@ from aiosonic.pools import PoolConfig, SmartPool
 from ._hooks import logger
 from ._impl import ChunkedDecoder
 from ._receiver import BodyReceiver
+from ._resolver import SharedResolver
 
 __all__ = [
     "DEFAULT_POOL_SIZE",
@@ -132,6 +133,7 @@ def make_http_client(pool_size: int = DEFAULT_POOL_SIZE) -> HTTPClient:
         pool_configs={":default": PoolConfig(size=pool_size)},
         connection_cls=HoldingConnection,
         pool_cls=LazyPool,
+        resolver=SharedResolver(),
     )
     return HTTPClient(connector=connector)
 
