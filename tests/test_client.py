@@ -794,3 +794,32 @@ async def test_a_bad_line_in_a_later_read_comes_after_the_events_before_it_and_c
     assert seen == ["a", "b"]
     assert errors == [info.value] and info.value.url == srv.url()
 
+
+
+async def test_close_in_the_middle_of_a_read_stops_the_iteration_at_once(client_decoder: Any) -> None:
+    steps = [head(), chunk(b"data: a\n\ndata: b\n\ndata: c\n\n"), STALL]
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        seen: list[str] = []
+        async for event in conn:
+            seen.append(event["data"])
+            await conn.close()
+    assert seen == ["a"]
+
+
+async def test_two_consumers_waiting_at_once_are_both_woken(client_decoder: Any) -> None:
+    # Two iterators (or anext() from two tasks) wait on one stream: each must wake when bytes arrive
+    # or the connection closes, not only the one that waited last.
+    steps = [head(), chunk(b"data: a\n\n"), 0.2, chunk(b"data: b\n\n"), STALL]
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), reconnect=False)
+        assert (await anext(aiter(conn)))["data"] == "a"
+        first = asyncio.ensure_future(anext(aiter(conn)))
+        await asyncio.sleep(0.02)
+        second = asyncio.ensure_future(anext(aiter(conn)))
+        done, _ = await asyncio.wait({first, second}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        assert [task.result()["data"] for task in done] == ["b"]
+        await conn.close()
+        done, pending = await asyncio.wait({first, second}, timeout=5)
+        assert not pending
+        assert sorted(type(task.exception()).__name__ for task in done) == ["NoneType", "StopAsyncIteration"]

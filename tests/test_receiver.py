@@ -160,3 +160,13 @@ async def test_a_view_stays_valid_until_the_consumer_waits() -> None:
 def test_module_constants_are_consistent() -> None:
     assert INITIAL_SIZE <= READ_SIZE <= CAPACITY
     assert asyncio.BufferedProtocol in BodyReceiver.__mro__
+
+
+async def test_a_second_wait_shares_the_pending_future() -> None:
+    # Two consumers waiting at once must both wake: a fresh future would strand the first one.
+    rx = BodyReceiver(RecordingTransport(), None)
+    first = rx.receive()
+    assert rx.receive() is first
+    deliver(rx, b"x")
+    assert first.done()
+    assert rx.receive() is not first  # once woken, the next wait is a new one

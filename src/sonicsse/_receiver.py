@@ -149,6 +149,11 @@ class BodyReceiver(asyncio.BufferedProtocol):
         task interrupts it leaves nothing unretrieved behind."""
         if self.interruption is not None:
             raise self.interruption
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            # A second consumer waits too (two iterators, or anext() from two tasks): the same future
+            # wakes both, where a new one would leave the first waiting for ever.
+            return waiter
         waiter = self._loop.create_future()
         if self.eof:
             waiter.set_result(None)

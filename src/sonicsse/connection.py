@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import inspect
@@ -352,7 +353,9 @@ class SSEConnection:
         if self._closed:
             return
         self._closed = True
-        self._rest[0] = iter(())
+        # Exhausted in place, not replaced: an iterator of either twin that is half-way through a batch
+        # stops at once (the pure one holds the batch iterator itself).
+        collections.deque(self._rest[0], maxlen=0)
         log.debug("sonicsse: closed %s %s", self._config.method.upper(), redact_url(self._config.url))
         body = self._body
         if body is not None:
