@@ -63,8 +63,11 @@ async def serve(port_pipe: multiprocessing.connection.Connection, rate: float, f
     rng = random.Random(1)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # CancelledError: the server process is shutting down.
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+        # CancelledError: the server process is shutting down. RuntimeError: uvloop's write to a transport
+        # the client has already closed (at the end of a run, streams close while the server writes).
+        with contextlib.suppress(
+            ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError, RuntimeError
+        ):
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
             last = 0
             for line in head.split("\r\n"):
