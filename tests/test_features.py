@@ -56,6 +56,23 @@ async def test_error_event_raises_typed_error_after_earlier_events() -> None:
     assert len(srv.requests) == 1  # an in-band error is not retried behind the user's back
 
 
+async def test_iter_json_in_band_error_in_a_later_read_after_plain_reads() -> None:
+    # Reads without a stop are screened on the steady-state path; the read that holds the error goes to
+    # the full path, which delivers the events before it, calls on_error once and raises.
+    errors: list[BaseException] = []
+    last = chunk(token("c") + ANTHROPIC_ERROR)
+    steps = [head(), chunk(token("a")), 0.02, chunk(token("b")), 0.02, last, STALL]
+    async with ScriptServer([steps]) as srv, SSEClient() as client:
+        async with client.connect(srv.url(), on_error=errors.append, **FAST) as conn:
+            contents = []
+            with pytest.raises(SSEServerError) as info:
+                async for chunk_ in conn.iter_json():
+                    contents.append(chunk_["choices"][0]["delta"]["content"])
+    assert contents == ["a", "b", "c"]
+    assert errors == [info.value] and info.value.error_type == "overloaded_error"
+    assert len(srv.requests) == 1
+
+
 async def test_error_event_off_by_default() -> None:
     async with ScriptServer([sse_close(ANTHROPIC_ERROR)]) as srv:
         async with SSEClient() as client, client.connect(srv.url(), reconnect=False) as conn:

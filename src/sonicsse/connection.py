@@ -34,7 +34,7 @@ from ._impl import EventIterator, SSEDecoder
 from ._inband import error_from_event
 from ._transport import BodyReader, TransportError, is_bad_response, open_response
 from ._types import CommentCallback, Event
-from .exceptions import SSEConnectionError, SSEParsingError
+from .exceptions import SSEConnectionError, SSEParsingError, SSEServerError
 
 __all__ = ["HeadersArg", "SSEConnection", "SSEStats"]
 
@@ -248,7 +248,9 @@ class SSEConnection:
         self._streams_opened = 0
         self._sent_body = False
         self._pending_error: BaseException | None = None
-        self._step_error: SSEParsingError | None = None  # left by _step() for _next_batch()
+        # left by _step() for _next_batch(): a bad line, or events that end the stream (screening)
+        self._step_error: SSEParsingError | None = None
+        self._step_events: list[Event] | None = None
         # _step() may deliver events: no hook has to be awaited per read
         self._plain = self._checkpoint is None and config.on_comment is None
         self._comment_results: list[Awaitable[Any]] = []  # from an async on_comment, awaited per read
@@ -492,6 +494,8 @@ class SSEConnection:
             if self._step_error is not None:  # _step() decoded a bad line
                 error, self._step_error = self._step_error, None
                 events = await self._parse_failed(error)
+            elif self._step_events is not None:  # _step() decoded an end sentinel or an in-band error
+                events, self._step_events = self._step_events, None
             else:
                 body = self._body
                 if body is None:
@@ -550,10 +554,10 @@ class SSEConnection:
         """``_next_batch()`` without a coroutine, for the steady state of a stream (the iterators try it
         first): the events that the bytes already received complete, or else a future that is done when
         more bytes arrive. None when ``_next_batch()`` must run instead: to open or end a stream, after
-        an error or an interrupt, and when hooks or screening need awaiting."""
+        an error or an interrupt, when hooks need awaiting, and for a batch that screening cuts."""
         self._wait_since = 0.0
         body = self._body
-        if body is None or not self._plain or self._screening or self._pending_error is not None:
+        if body is None or not self._plain or self._pending_error is not None:
             return None
         while True:
             data = body.poll()
@@ -571,6 +575,9 @@ class SSEConnection:
                 self._step_error = exc
                 return None
             if events:
+                if self._screening and self._find_stop(events) is not None:
+                    self._step_events = events
+                    return None
                 self._count(events)
                 return events
 
@@ -615,26 +622,37 @@ class SSEConnection:
             except Exception as exc:
                 self._pending_error = exc
 
-    async def _screen(self, events: list[Event]) -> list[Event]:
-        """The events before an end sentinel or an in-band error; either one ends the stream."""
+    def _find_stop(self, events: list[Event]) -> tuple[int, SSEServerError | None] | None:
+        """The first event that ends the stream: its index, with None for an end sentinel or the error
+        for an in-band error; None when the batch has neither."""
         is_done = self._is_done
         error_event = self._error_event
         for index, event in enumerate(events):
             if is_done is not None and is_done(event):
-                await self._end_at_sentinel()
-                return events[:index]
+                return index, None
             if error_event is not None:
                 cfg = self._config
                 error = error_from_event(
                     event, error_event, self._loads, method=cfg.method.upper(), url=cfg.url
                 )
                 if error is not None:
-                    self._finished = True
-                    self._drop_body()
-                    await call_hook(cfg.on_error, error)
-                    self._pending_error = error
-                    return events[:index]
-        return events
+                    return index, error
+        return None
+
+    async def _screen(self, events: list[Event]) -> list[Event]:
+        """The events before an end sentinel or an in-band error; either one ends the stream."""
+        stop = self._find_stop(events)
+        if stop is None:
+            return events
+        index, error = stop
+        if error is None:
+            await self._end_at_sentinel()
+        else:
+            self._finished = True
+            self._drop_body()
+            await call_hook(self._config.on_error, error)
+            self._pending_error = error
+        return events[:index]
 
     async def _end_at_sentinel(self) -> None:
         """The server said the stream is complete: no reconnect; with ``keep_connection`` the connection
