@@ -22,9 +22,10 @@ __all__ = ["BodyReceiver"]
 #: Largest socket read: events are decoded in batches of up to 64 KiB, large enough that per-read costs
 #: vanish, small enough that a batch's event dicts stay in cache.
 READ_SIZE = 1 << 16
-#: The buffer starts this small (a quiet stream costs little memory) and doubles, up to CAPACITY, while
-#: reads fill all the room they are given. Above CAPACITY unread, the socket is paused.
-INITIAL_SIZE = 1 << 14
+#: The buffer starts at one page (a quiet stream costs little memory, and a burst of 1,000 new streams
+#: does not fault in 16 KiB each) and doubles, up to CAPACITY, while reads fill all the room they are
+#: given. Above CAPACITY unread, the socket is paused.
+INITIAL_SIZE = 1 << 12
 CAPACITY = 1 << 18
 #: A grown buffer goes back to INITIAL_SIZE after this many reads in a row of under a quarter of it, so a
 #: stream that once had a burst does not keep 256 KiB for the rest of its life.
