@@ -170,3 +170,18 @@ async def test_a_second_wait_shares_the_pending_future() -> None:
     deliver(rx, b"x")
     assert first.done()
     assert rx.receive() is not first  # once woken, the next wait is a new one
+
+
+async def test_reads_of_a_few_kib_count_as_quiet() -> None:
+    # A token stream with 2-3 KiB events (tool-call JSON) after a burst: its reads fit the initial size,
+    # so the 256 KiB buffer is given back.
+    rx = BodyReceiver(RecordingTransport(), None)
+    for _ in range(6):
+        deliver(rx, b"y" * READ_SIZE)
+        take(rx)
+    assert len(rx.buffer) > INITIAL_SIZE
+    event = b"data: " + b"t" * (INITIAL_SIZE * 3 // 4) + b"\n\n"
+    for _ in range(QUIET_READS + 1):
+        deliver(rx, event)
+        assert take(rx) == event
+    assert len(rx.buffer) == INITIAL_SIZE

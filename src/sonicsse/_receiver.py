@@ -27,8 +27,8 @@ READ_SIZE = 1 << 16
 #: given. Above CAPACITY unread, the socket is paused.
 INITIAL_SIZE = 1 << 12
 CAPACITY = 1 << 18
-#: A grown buffer goes back to INITIAL_SIZE after this many reads in a row of under a quarter of it, so a
-#: stream that once had a burst does not keep 256 KiB for the rest of its life.
+#: A grown buffer goes back to INITIAL_SIZE after this many reads in a row that would have fitted in it, so
+#: a stream that once had a burst does not keep 256 KiB for the rest of its life.
 QUIET_READS = 64
 
 
@@ -108,7 +108,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
         self._filled = nbytes == self._offered
-        self._quiet = self._quiet + 1 if nbytes < INITIAL_SIZE // 4 else 0
+        self._quiet = self._quiet + 1 if nbytes < INITIAL_SIZE else 0
         if self.end == len(self.buffer) and len(self.buffer) >= CAPACITY and not self._paused:
             # Full: the socket waits (TCP flow control) until the consumer has caught up.
             self._paused = True
