@@ -120,6 +120,15 @@ def test_only_first_colon_splits(decoder_cls: Any, chunking: str) -> None:
     assert decode(decoder_cls(), b"data: a:b: c\n\n", chunking) == [ev("a:b: c")]
 
 
+def test_first_colon_splits_when_a_later_colon_has_the_space(decoder_cls: Any, chunking: str) -> None:
+    # ": " first occurs after an earlier colon: the field still ends at the first colon.
+    stream = b"event:x: y\nid:1: 2\ndata:a: b\ndata:: c\ndat:a: d\n\n"
+    assert decode(decoder_cls(), stream, chunking) == [ev("a: b\n: c", "x: y", "1: 2")]
+    comments: list[str] = []
+    assert decode(decoder_cls(on_comment=comments.append), b":x: y\n: a: b\n\n", chunking) == []
+    assert comments == ["x: y", "a: b"]
+
+
 def test_line_without_colon_is_field_with_empty_value(decoder_cls: Any, chunking: str) -> None:
     assert decode(decoder_cls(), b"data\n\n", chunking) == [ev("")]
     assert decode(decoder_cls(), b"data\ndata\n\n", chunking) == [ev("\n")]
