@@ -100,7 +100,8 @@ def error_from_event(
             payload = None
         return error_from_payload(event, payload, method=method, url=url)
     if isinstance(data, bytes):
-        if b'"error"' not in data:
+        # find(), not `in`: `in` first tries a bytes needle as an int and builds a TypeError (2x slower)
+        if data.find(b'"error"') < 0:
             return None
     elif '"error"' not in data:
         return None

@@ -627,14 +627,13 @@ class SSEConnection:
         for an in-band error; None when the batch has neither."""
         is_done = self._is_done
         error_event = self._error_event
+        loads = self._loads
+        method, url = self._config.method.upper(), self._config.url
         for index, event in enumerate(events):
             if is_done is not None and is_done(event):
                 return index, None
             if error_event is not None:
-                cfg = self._config
-                error = error_from_event(
-                    event, error_event, self._loads, method=cfg.method.upper(), url=cfg.url
-                )
+                error = error_from_event(event, error_event, loads, method=method, url=url)
                 if error is not None:
                     return index, error
         return None
