@@ -361,15 +361,14 @@ class SSEDecoder:
                                 text = data.decode()
                             except UnicodeDecodeError:
                                 text = data.decode("utf-8", "replace")
+                        keep = True
                         if dedup:
                             # Drop the event if its own id is among the recent ones, or if it is the first
                             # since a reset, has no id and repeats the data of the last event yielded.
                             first_after_reset, after_reset = after_reset, False
                             if event_id:
-                                if event_id in seen:
-                                    data = event_type = event_id = event_retry = None
-                                    continue
-                                if ring_size:  # remember it in the window, forgetting the oldest
+                                keep = event_id not in seen
+                                if keep and ring_size:  # remember it in the window, forgetting the oldest
                                     evicted = ring[ring_pos]
                                     if evicted is not None:
                                         forget(evicted)
@@ -378,11 +377,12 @@ class SSEDecoder:
                                     if ring_pos == ring_size:
                                         ring_pos = 0
                                     remember(event_id)
-                            elif first_after_reset and text == last_data:
-                                data = event_type = event_id = event_retry = None
-                                continue
-                            last_data = text
-                        append({"data": text, "event": event_type, "id": event_id, "retry": event_retry})
+                            elif first_after_reset:
+                                keep = text != last_data
+                            if keep:
+                                last_data = text
+                        if keep:
+                            append({"data": text, "event": event_type, "id": event_id, "retry": event_retry})
                     data = event_type = event_id = event_retry = None
                     continue
                 if check_length and len(line) > max_line_size:
