@@ -339,7 +339,6 @@ class SSEDecoder:
         # whether no event was yielded since the last reset
         ring, ring_pos, ring_size = self._ring, self._ring_pos, len(self._ring)
         seen = self._seen_ids
-        remember, forget = seen.add, seen.discard
         last_data, after_reset = self._last_data, self._after_reset
         try:
             for index, line in enumerate(lines):
@@ -371,12 +370,12 @@ class SSEDecoder:
                                 if keep and ring_size:  # remember it in the window, forgetting the oldest
                                     evicted = ring[ring_pos]
                                     if evicted is not None:
-                                        forget(evicted)
+                                        seen.discard(evicted)
                                     ring[ring_pos] = event_id
                                     ring_pos += 1
                                     if ring_pos == ring_size:
                                         ring_pos = 0
-                                    remember(event_id)
+                                    seen.add(event_id)
                             elif first_after_reset:
                                 keep = text != last_data
                             if keep:
