@@ -191,7 +191,11 @@ def test_last_event_id_persists_and_counts_only_completed_blocks(decoder_cls: An
 def test_on_comment_sees_the_last_event_id_of_the_events_before_it(decoder_cls: Any, chunking: str) -> None:
     seen: list[str] = []
     decoder = decoder_cls(on_comment=lambda _: seen.append(decoder.last_event_id))
-    stream = b": first\nid: 5\ndata: a\n\n: after 5\nid: 6\n: 6 not dispatched yet\n\nid: 7\ndata: b\n\n: after 7\n"
+    stream = (
+        b": first\nid: 5\ndata: a\n\n: after 5\n"
+        b"id: 6\n: 6 not dispatched yet\n\n"
+        b"id: 7\ndata: b\n\n: after 7\n"
+    )
     assert decode(decoder, stream, chunking) == [ev("a", id="5"), ev("b", id="7")]
     assert seen == ["", "5", "5", "7"]
 
