@@ -406,13 +406,16 @@ class SSEDecoder:
                     # "Append the field value to the data buffer, then append a single U+000A LINE FEED
                     # (LF) character to the data buffer." (The LF goes between lines, which spares
                     # step 3 of dispatch; a single data line is kept as it is, without a copy.)
+                    size = len(value) if data is None else len(data) + 1 + len(value)
+                    if size > self._max_event_size:
+                        raise SSEParsingError(
+                            f"event data larger than max_event_size ({self._max_event_size} bytes)",
+                            line=_shown(line),
+                            offset=self._line_offset(buf, index),
+                        )
                     if data is None:
-                        if len(value) > self._max_event_size:
-                            self._data_too_large(line, buf, index)
                         data = value
                     else:
-                        if len(data) + 1 + len(value) > self._max_event_size:
-                            self._data_too_large(line, buf, index)
                         if type(data) is bytes:
                             data = bytearray(data)
                         data += b"\n"
@@ -459,13 +462,6 @@ class SSEDecoder:
             self._event_type, self._event_id, self._event_retry = event_type, event_id, event_retry
             self._id_buffer, self._last_event_id = id_buffer, last_event_id
             self._ring_pos, self._last_data, self._after_reset = ring_pos, last_data, after_reset
-
-    def _data_too_large(self, line: bytes, buf: bytes, index: int) -> None:
-        raise SSEParsingError(
-            f"event data larger than max_event_size ({self._max_event_size} bytes)",
-            line=_shown(line),
-            offset=self._line_offset(buf, index),
-        )
 
     def _intern_type(self, raw: bytes) -> str:
         """Event type names repeat: share one str per name instead of decoding each time."""
