@@ -7,12 +7,16 @@
 It must behave exactly like the pure twin (which quotes the WHATWG steps) for every input and chunking.
 Each chunk is scanned once with memchr; complete lines inside a chunk are processed in place, and only
 an unterminated tail is copied (into ``_line``). Data bytes collect in ``_data`` and become one str per
-event, so the only Python objects made per event are the ones the event dict holds.
+event, so the only Python objects made per event are the ones the event dict holds. A long ASCII data
+line that arrives over several chunks is copied straight into the str that becomes its data (``_text``):
+one copy of a 1 MiB event instead of two.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF
 from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
 from libc.string cimport memchr, memcmp, memcpy
 
@@ -21,8 +25,34 @@ from sonicsse.exceptions import SSEParsingError
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    bytes PyUnicode_AsASCIIString(object unicode)
+    PyObject* PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar) except NULL
+    int PyUnicode_Resize(PyObject** unicode, Py_ssize_t length) except -1
+    char* PyUnicode_1BYTE_DATA(PyObject* unicode)
     dict PyDict_Copy(object d)
     int PyDict_SetItem(object d, object key, object value) except -1
+
+cdef extern from *:
+    """
+    /* Copy n bytes and tell whether they are all ASCII (1) or not (0; dst then holds a partial copy).
+       Block by block, so the check reads from L1 what the copy just wrote; the OR loop vectorises. */
+    static int sonicsse_copy_ascii(char *dst, const char *src, Py_ssize_t n) {
+        while (n > 0) {
+            Py_ssize_t block = n < 4096 ? n : 4096;
+            unsigned char seen = 0;
+            memcpy(dst, src, (size_t)block);
+            for (Py_ssize_t i = 0; i < block; i++)
+                seen |= (unsigned char)dst[i];
+            if (seen & 0x80)
+                return 0;
+            dst += block;
+            src += block;
+            n -= block;
+        }
+        return 1;
+    }
+    """
+    bint copy_ascii "sonicsse_copy_ascii" (char* dst, const char* src, Py_ssize_t n) noexcept
 
 # Every event dict is a copy of this template with its values replaced: copying a small clean dict
 # clones its key table in one memcpy, cheaper than building the table key by key.
@@ -32,6 +62,10 @@ cdef const char* BOM = b"\xef\xbb\xbf"
 cdef Py_ssize_t SHOWN_LINE_CHARS = 80
 cdef Py_ssize_t EVENT_TYPE_CACHE_SIZE = 64
 cdef Py_ssize_t RECENT_TYPES = 8
+# A data line held over this many bytes is built in place as its str (``_text``): shorter lines gain
+# nothing from it, and most lines split by a chunk boundary end in the next chunk.
+cdef Py_ssize_t TEXT_MIN = 1 << 15
+cdef const char* DATA_HEAD = b"data: "
 
 
 cdef struct Buf:
@@ -109,6 +143,16 @@ cdef class SSEDecoder:
 
     cdef Buf _line          # the line not terminated yet (at stream start: the undecided BOM bytes)
     cdef Buf _data          # this block's data lines, joined with LF, from _data_start on
+    # A long ASCII data line held over several chunks, as the str it will be: instead of _line, the
+    # first data line of a block. Its value fills the first _text_len of its _text_cap characters;
+    # the line's _text_head bytes before the value are "data:" or "data: ".
+    cdef PyObject* _text
+    cdef Py_ssize_t _text_len
+    cdef Py_ssize_t _text_cap
+    cdef Py_ssize_t _text_head
+    cdef Py_ssize_t _text_hint  # the length of the last such line: the next one starts with that room
+    cdef object _data_text      # str | None: a finished _text, this block's data so far
+    cdef bint _held_plain       # the line in _line is not to become a _text (checked once per line)
     cdef Py_ssize_t _data_start
     cdef bint _has_data
     cdef bint _skip_lf
@@ -158,8 +202,10 @@ cdef class SSEDecoder:
         self._id_raw.len = self._id_raw.cap = 0
         self._last_raw.ptr = NULL
         self._last_raw.len = self._last_raw.cap = 0
+        self._text = NULL
 
     def __dealloc__(self):
+        self._drop_text()
         buf_free(&self._line)
         buf_free(&self._data)
         buf_free(&self._id_raw)
@@ -214,6 +260,9 @@ cdef class SSEDecoder:
 
     cdef int _start_stream(self) except -1:
         self._line.len = 0
+        self._drop_text()
+        self._data_text = None
+        self._held_plain = False
         self._data.len = 0
         self._data_start = 0
         self._has_data = False
@@ -299,6 +348,8 @@ cdef class SSEDecoder:
 
     cdef void _fail(self) noexcept:
         self._failed = True
+        self._drop_text()
+        self._data_text = None
         buf_free(&self._line)
         buf_free(&self._data)
         self._data_start = 0
@@ -378,11 +429,23 @@ cdef class SSEDecoder:
             else:
                 after = eol + 1
             pending = self._line.len
-            if pending:
+            if self._text != NULL:
+                pending = self._text_head + self._text_len
+                if pending + (eol - p) > self._max_line_size:
+                    self._pending_too_long(p, eol - p)
+                self._text_append(p, eol - p)
+                if self._text != NULL:
+                    self._text_done()
+                else:  # a non-ASCII byte: the line went back to _line
+                    self._line.len = 0
+                    self._held_plain = False
+                    self._process_line(self._line.ptr, pending + (eol - p), events)
+            elif pending:
                 if pending + (eol - p) > self._max_line_size:
                     self._pending_too_long(p, eol - p)
                 buf_append(&self._line, p, eol - p)
                 self._line.len = 0
+                self._held_plain = False
                 self._process_line(self._line.ptr, pending + (eol - p), events)
             else:
                 if eol - p > self._max_line_size:
@@ -393,11 +456,119 @@ cdef class SSEDecoder:
             if p == end:
                 return 0
         # Keep the unterminated tail for the next chunk, within max_line_size.
-        if self._line.len + (end - p) > self._max_line_size:
-            if self._line.len:
+        pending = self._text_head + self._text_len if self._text != NULL else self._line.len
+        if pending + (end - p) > self._max_line_size:
+            if pending:
                 self._pending_too_long(p, end - p)
             self._line_too_long(p, end - p)
-        buf_append(&self._line, p, end - p)
+        if self._text != NULL:
+            self._text_append(p, end - p)
+        elif pending + (end - p) < TEXT_MIN or self._held_plain or not self._text_start(p, end - p):
+            buf_append(&self._line, p, end - p)
+        return 0
+
+    # -- a long data line built in place as its str ------------------------------------------------
+
+    cdef bint _text_start(self, const char* p, Py_ssize_t n) except -1:
+        """Hold ``_line`` + ``p[:n]`` (no line end in it) as ``_text`` if it is the first data line of
+        the block and all ASCII; False (nothing changed) if not."""
+        cdef char head[6]
+        cdef Py_ssize_t held = self._line.len
+        cdef Py_ssize_t k, in_line, value_len, cap
+        self._held_plain = True  # until it is known to qualify: a line is tried once
+        if not self._decode or self._has_data or self._strict:
+            return False
+        for k in range(6):  # the line's first bytes, wherever they are
+            head[k] = self._line.ptr[k] if k < held else p[k - held]
+        if memcmp(head, DATA_HEAD, 5) != 0:
+            return False
+        self._text_head = 6 if head[5] == b' ' else 5
+        value_len = held + n - self._text_head
+        cap = self._text_hint if self._text_hint > 2 * value_len else 2 * value_len
+        if cap > self._max_line_size:
+            cap = self._max_line_size
+        self._text = PyUnicode_New(cap, 127)
+        self._text_cap = cap
+        self._text_len = 0
+        in_line = held - self._text_head if held > self._text_head else 0
+        if in_line and not copy_ascii(PyUnicode_1BYTE_DATA(self._text), self._line.ptr + self._text_head,
+                                      in_line):
+            self._drop_text()
+            return False
+        k = self._text_head - held if held < self._text_head else 0
+        if not copy_ascii(PyUnicode_1BYTE_DATA(self._text) + in_line, p + k, n - k):
+            self._drop_text()
+            return False
+        self._text_len = value_len
+        self._line.len = 0
+        self._held_plain = False
+        return True
+
+    cdef int _text_append(self, const char* p, Py_ssize_t n) except -1:
+        """Add ``p[:n]`` to the held ``_text``; a non-ASCII byte moves the whole line back to ``_line``."""
+        cdef Py_ssize_t cap
+        if self._text_len + n > self._text_cap:
+            cap = 2 * self._text_cap
+            if cap > self._max_line_size:  # the caller made sure the line fits in it
+                cap = self._max_line_size
+            if cap < self._text_len + n:
+                cap = self._text_len + n
+            PyUnicode_Resize(&self._text, cap)
+            self._text_cap = cap
+        if copy_ascii(PyUnicode_1BYTE_DATA(self._text) + self._text_len, p, n):
+            self._text_len += n
+            return 0
+        self._text_to_line()
+        self._held_plain = True
+        buf_append(&self._line, p, n)
+        return 0
+
+    cdef int _text_to_line(self) except -1:
+        """Move the held line from ``_text`` back to ``_line`` as the bytes it came as."""
+        self._line.len = 0
+        buf_append(&self._line, DATA_HEAD, self._text_head)
+        buf_append(&self._line, PyUnicode_1BYTE_DATA(self._text), self._text_len)
+        self._drop_text()
+        return 0
+
+    cdef int _text_done(self) except -1:
+        """The held data line ended: it is the block's data so far (the data branch of _process_line)."""
+        cdef PyObject* text
+        cdef bytes start
+        if self._text_len > self._max_event_size:
+            start = self._text_start_bytes()
+            raise SSEParsingError(
+                f"event data larger than max_event_size ({self._max_event_size} bytes)",
+                line=shown(PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start)),
+                offset=self._offset,
+            )
+        PyUnicode_Resize(&self._text, self._text_len)
+        text = self._text
+        self._text = NULL
+        self._data_text = <object>text
+        Py_XDECREF(text)  # _data_text holds it now
+        self._text_hint = self._text_len
+        self._text_len = self._text_cap = 0
+        self._has_data = True
+        return 0
+
+    cdef bytes _text_start_bytes(self):
+        """The held line's first bytes: all that an error message shows of it."""
+        cdef Py_ssize_t n = self._text_len if self._text_len < SHOWN_LINE_CHARS * 4 else SHOWN_LINE_CHARS * 4
+        return DATA_HEAD[:self._text_head] + PyUnicode_1BYTE_DATA(self._text)[:n]
+
+    cdef void _drop_text(self) noexcept:
+        Py_XDECREF(self._text)
+        self._text = NULL
+        self._text_len = self._text_cap = 0
+
+    cdef int _data_text_to_data(self) except -1:
+        """Another data line follows a long one: the block's data continues as bytes in ``_data``."""
+        cdef str text = self._data_text
+        self._data_text = None
+        self._data.len = 0
+        self._data_start = 0
+        buf_append(&self._data, <const char*>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
         return 0
 
     cdef int _line_too_long(self, const char* p, Py_ssize_t n) except -1:
@@ -409,6 +580,10 @@ cdef class SSEDecoder:
 
     cdef int _pending_too_long(self, const char* p, Py_ssize_t n) except -1:
         # Show the start of the whole line: the held bytes plus enough of the new ones.
+        cdef bytes start
+        if self._text != NULL:
+            start = self._text_start_bytes()
+            self._line_too_long(PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start))
         buf_append(&self._line, p, n if n < SHOWN_LINE_CHARS * 4 else SHOWN_LINE_CHARS * 4)
         self._line_too_long(self._line.ptr, self._line.len)
 
@@ -448,6 +623,8 @@ cdef class SSEDecoder:
             value = p + n
             value_len = 0
         if name_len == 4 and memcmp(p, b"data", 4) == 0:
+            if self._data_text is not None:
+                self._data_text_to_data()
             size = self._data.len - self._data_start + value_len + (1 if self._has_data else 0)
             if size > self._max_event_size:
                 raise SSEParsingError(
@@ -535,7 +712,16 @@ cdef class SSEDecoder:
             self._last_event_id_from_id_buffer()
             return 0
         self._has_data = False
-        if self._event_types is None or (
+        if self._data_text is not None:
+            data = self._data_text
+            self._data_text = None
+            if self._event_types is not None and (
+                (event_type if event_type is not None else "message") not in self._event_types
+            ):
+                data = None
+            elif not self._decode:  # decode was switched off while the line came in
+                data = PyUnicode_AsASCIIString(data)
+        elif self._event_types is None or (
             (event_type if event_type is not None else "message") in self._event_types
         ):
             if self._decode:

@@ -795,7 +795,6 @@ async def test_a_bad_line_in_a_later_read_comes_after_the_events_before_it_and_c
     assert errors == [info.value] and info.value.url == srv.url()
 
 
-
 async def test_close_in_the_middle_of_a_read_stops_the_iteration_at_once(client_decoder: Any) -> None:
     steps = [head(), chunk(b"data: a\n\ndata: b\n\ndata: c\n\n"), STALL]
     async with ScriptServer([steps]) as srv, SSEClient() as client:

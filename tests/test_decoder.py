@@ -251,8 +251,7 @@ def test_unterminated_event_at_end_is_not_dispatched(decoder_cls: Any, chunking:
 
 def test_invalid_utf8_becomes_replacement_character(decoder_cls: Any, chunking: str) -> None:
     stream = (
-        b"data: a\xffb\xe2\x82\n\ndata: \xe2\x82\xac\xf0\x9f\x98\x80\n\n"
-        b"event: \xc3\n\xed\xa0\x80data: z\n\n"
+        b"data: a\xffb\xe2\x82\n\ndata: \xe2\x82\xac\xf0\x9f\x98\x80\n\nevent: \xc3\n\xed\xa0\x80data: z\n\n"
     )
     events = decode(decoder_cls(), stream, chunking)
     assert events == [ev("a\ufffdb\ufffd"), ev("€😀")]
@@ -429,6 +428,121 @@ def test_on_comment_exception_propagates(decoder_cls: Any) -> None:
     decoder = decoder_cls(on_comment=boom)
     with pytest.raises(RuntimeError, match="bad"):
         decoder.feed(b": bad\n")
+
+
+# --- long data lines ---------------------------------------------------------------------------------------
+# The compiled twin builds a data line held over 32 KiB straight into its str; these lines cross that
+# threshold in every chunking, with the cases that make it fall back to the plain path.
+
+LONG = 40_000
+
+
+def long_value(size: int, seed: int = 0) -> bytes:
+    """``size`` ASCII bytes that are not all alike (colons and spaces included, no line ends)."""
+    alphabet = b"0123456789 abcdefghij:klmnop{}qrstuvwxyz,"
+    return bytes(alphabet[(i * 7 + seed) % len(alphabet)] for i in range(size))
+
+
+@pytest.mark.parametrize("head", [b"data:", b"data: ", b"data:  "], ids=["no-space", "space", "two-spaces"])
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_long_data_lines(decoder_cls: Any, chunking: str, head: bytes, eol: bytes) -> None:
+    a, b = long_value(LONG), long_value(3 * LONG, 1)
+    stream = eol.join([b"id: 1", head + a, b"", b"event: big", head + b, b"", b"data: c", b"", b""])
+    value = (b" " if head == b"data:  " else b"").decode()
+    assert decode(decoder_cls(), stream, chunking) == [
+        ev(value + a.decode(), id="1"),
+        ev(value + b.decode(), "big"),
+        ev("c"),
+    ]
+
+
+@pytest.mark.parametrize("at", [0, 100, 35_000, LONG - 1], ids=["first", "early", "late", "last"])
+@pytest.mark.parametrize("bad", [b"\xff", "é".encode(), "😀".encode()], ids=["invalid", "2-byte", "4-byte"])
+def test_long_data_line_with_non_ascii(decoder_cls: Any, chunking: str, at: int, bad: bytes) -> None:
+    value = long_value(LONG)
+    value = value[:at] + bad + value[at:]
+    stream = b"data: " + value + b"\n\n" + b"data: " + long_value(LONG, 2) + b"\n\n"
+    assert decode(decoder_cls(), stream, chunking) == [
+        ev(value.decode("utf-8", "replace")),
+        ev(long_value(LONG, 2).decode()),  # the next long line is built in place again
+    ]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [["short", "long"], ["long", "short"], ["long", "long"]],
+    ids=["short-long", "long-short", "long-long"],
+)
+def test_long_data_line_joins_other_data_lines(decoder_cls: Any, chunking: str, lines: list[str]) -> None:
+    values = [long_value(LONG, i) if kind == "long" else b"s" for i, kind in enumerate(lines)]
+    stream = b"".join(b"data: " + value + b"\n" for value in values) + b"\n"
+    assert decode(decoder_cls(), stream, chunking) == [ev("\n".join(v.decode() for v in values))]
+
+
+def test_long_lines_of_other_fields(decoder_cls: Any, chunking: str) -> None:
+    value = long_value(LONG)
+    comments: list[str] = []
+    stream = b": " + value + b"\nid: " + value + b"\nevent: " + value + b"\nfoo: " + value + b"\ndata: x\n\n"
+    decoder = decoder_cls(on_comment=comments.append)
+    assert decode(decoder, stream, chunking) == [ev("x", value.decode(), value.decode())]
+    assert comments == [value.decode()]
+
+
+def test_long_data_line_of_a_filtered_event_type(decoder_cls: Any, chunking: str) -> None:
+    value = long_value(LONG)
+    stream = b"data: " + value + b"\nevent: skip\nid: 1\n\ndata: " + value + b"\nevent: keep\n\n"
+    decoder = decoder_cls(event_types={"keep"})
+    assert decode(decoder, stream, chunking) == [ev(value.decode(), "keep")]
+    assert decoder.last_event_id == "1"
+
+
+@pytest.mark.parametrize("switch", [False, True], ids=["bytes", "switched-mid-line"])
+def test_long_data_line_as_bytes(decoder_cls: Any, switch: bool) -> None:
+    value = long_value(LONG)
+    decoder = decoder_cls(decode=switch)
+    assert decoder.feed(b"data: " + value[: LONG // 2]) == []
+    decoder.decode = False
+    assert decoder.feed(value[LONG // 2 :] + b"\n\n") == [ev(value)]  # type: ignore[arg-type]
+
+
+def test_long_data_line_dropped_by_reset(decoder_cls: Any) -> None:
+    value = long_value(LONG)
+    decoder = decoder_cls()
+    assert decoder.feed(b"data: " + value) == []
+    decoder.reset()
+    assert decoder.feed(b"data: " + value[:10] + b"\n\n") == [ev(value[:10].decode())]
+    assert decoder.feed(b"data: " + value) == []  # an unterminated line at the end of a stream is dropped
+    decoder.reset()
+    assert decoder.feed(b"data: x\n\n") == [ev("x")]
+
+
+def test_long_data_line_in_strict_mode(decoder_cls: Any, chunking: str) -> None:
+    value = long_value(LONG)
+    assert decode(decoder_cls(strict=True), b"data: " + value + b"\n\n", chunking) == [ev(value.decode())]
+    with pytest.raises(SSEParsingError, match="invalid UTF-8"):
+        decode(decoder_cls(strict=True), b"data: " + value + b"\xff\n\n", chunking)
+
+
+def test_long_data_line_limits(decoder_cls: Any, chunking: str) -> None:
+    value = long_value(LONG)
+    stream = b"data: a\n\ndata: " + value + b"\n\n"
+    with pytest.raises(SSEParsingError, match="max_line_size") as info:
+        decode(decoder_cls(max_line_size=LONG), stream, chunking)
+    assert info.value.offset == len(b"data: a\n\n")
+    assert info.value.line == ("data: " + value.decode())[:80]
+    assert decode(decoder_cls(max_line_size=LONG + 6), stream, chunking)[1] == ev(value.decode())
+    with pytest.raises(SSEParsingError, match="max_event_size") as info:
+        decode(decoder_cls(max_event_size=LONG - 1), stream, chunking)
+    assert info.value.offset == len(b"data: a\n\n")
+    assert info.value.line == ("data: " + value.decode())[:80]
+    assert decode(decoder_cls(max_event_size=LONG), stream, chunking)[1] == ev(value.decode())
+
+
+def test_long_data_lines_of_changing_sizes(decoder_cls: Any) -> None:
+    sizes = [LONG, 5 * LONG, LONG, 2 * LONG, 3 * LONG]
+    stream = b"".join(b"data: " + long_value(size, size) + b"\n\n" for size in sizes)
+    events = decode(decoder_cls(), stream, "random")
+    assert events == [ev(long_value(size, size).decode()) for size in sizes]
 
 
 # --- limits ------------------------------------------------------------------------------------------------

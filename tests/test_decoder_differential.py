@@ -86,6 +86,41 @@ def test_both_decoders_match_the_spec_reference(case: tuple[bytes, list[bytes]],
         assert retry == expected_retry, cls
 
 
+# Big ASCII blocks among the grammar pieces: the compiled twin builds a data line held over 32 KiB in place
+# as its str, and falls back to the plain path for non-ASCII bytes, a later data line, limits and so on.
+LONG_BLOCKS = [
+    *(b"x" * 20_000, b"0123456789" * 1_500, b"data: " + b"y" * 33_000, b"data:" + b"z" * 40_000),
+    *(b"v" * 34_000 + "é".encode() + b"v" * 1_000, b"\ndata: " + b"u" * 35_000 + b"\n"),
+    b"\ndata: " + b"t" * 33_000 + b"\xe2\x82\xac" + b"t" * 33_000,
+]
+long_pieces = st.sampled_from(PIECES) | st.sampled_from(LONG_BLOCKS)
+
+
+@st.composite
+def long_chunked_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    """A stream with long lines, in pieces of one random size (so a long line is held at many chunk
+    ends), or at random points."""
+    stream = draw(st.lists(long_pieces, max_size=24).map(b"".join))
+    size = draw(st.sampled_from([0, 1, 1000, 4096, 16_384, 65_536]) | st.integers(1, 70_000))
+    if size == 0:
+        return stream, draw(cut(stream))
+    return stream, [stream[i : i + size] for i in range(0, len(stream), size)]
+
+
+@settings(SETTINGS, max_examples=max(SETTINGS.max_examples // 3, 1))
+@given(long_chunked_streams(), st.sampled_from([{}, {"max_line_size": 50_000}, {"max_event_size": 40_000}]))
+def test_both_decoders_match_the_spec_reference_on_long_lines(
+    case: tuple[bytes, list[bytes]], limits: dict[str, int]
+) -> None:
+    stream, chunks = case
+    outcomes = [run(cls, chunks, **limits) for cls in IMPLEMENTATIONS]
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+    if not limits:
+        events, error, last_event_id, retry = outcomes[0]
+        assert error is None
+        assert (events, last_event_id, retry) == reference(stream)
+
+
 @pytest.mark.skipif(NO_EXTENSIONS, reason="needs the compiled decoder")
 @SETTINGS
 @given(
