@@ -223,6 +223,32 @@ async def test_fault_scenario(scenario: Scenario) -> None:
             assert "127.0.0.1" in str(outcome)  # the message names the URL
 
 
+async def test_connection_dropped_in_a_long_data_line_resumes_with_that_event_whole() -> None:
+    """A long data line held over several reads (the compiled decoder builds it in place as its str)
+    is dropped with the connection; the replayed event arrives whole, and nothing of the partial one
+    shows in any event."""
+    long = bytes(b"0123456789abcdef"[i % 16] for i in range(150_000))
+
+    def script(n: int, request: Request) -> Sequence[Any]:
+        last = int(request.headers.get("last-event-id") or 0)
+        if last >= N:
+            return [NO_CONTENT]
+        if n == 0:
+            partial = b"id: 3\ndata: " + long[:40_000]
+            return [head(), chunk(events(1, 2)), chunk(partial), 0.01, chunk(long[40_000:90_000]), 0.01, DROP]
+        rest = b"id: 3\ndata: " + long + b"\n\n" + events(4, N)
+        return [head(), *(chunk(rest[i : i + 30_000]) for i in range(0, len(rest), 30_000)), LAST_CHUNK]
+
+    seen: list[dict[str, Any]] = []
+    async with ScriptServer(script) as server, SSEClient() as client:
+        async with client.connect(server.url(), **FAST) as conn:
+            async for event in conn:
+                seen.append(event)
+    assert [int(event["id"]) for event in seen] == ALL_IDS
+    assert seen[2]["data"] == long.decode()
+    assert [event["data"] for event in seen[3:]] == [f"event {i}" for i in range(4, N + 1)]
+
+
 async def test_never_answering_server_fails_within_the_timeout() -> None:
     async with ScriptServer(lambda n, request: [STALL]) as server:
         outcome = await collect(server.url(), read_timeout=0.3, reconnect=False)
