@@ -28,7 +28,6 @@ cdef extern from "Python.h":
     bytes PyUnicode_AsASCIIString(object unicode)
     PyObject* PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar) except NULL
     int PyUnicode_Resize(PyObject** unicode, Py_ssize_t length) except -1
-    char* PyUnicode_1BYTE_DATA(PyObject* unicode)
     dict PyDict_Copy(object d)
     int PyDict_SetItem(object d, object key, object value) except -1
 
@@ -51,8 +50,10 @@ cdef extern from *:
         }
         return 1;
     }
+    #define sonicsse_text_data(op) ((char *)PyUnicode_DATA(op))
     """
     bint copy_ascii "sonicsse_copy_ascii" (char* dst, const char* src, Py_ssize_t n) noexcept
+    char* text_data "sonicsse_text_data" (PyObject* text) noexcept  # the characters of a 1-byte str
 
 # Every event dict is a copy of this template with its values replaced: copying a small clean dict
 # clones its key table in one memcpy, cheaper than building the table key by key.
@@ -491,12 +492,12 @@ cdef class SSEDecoder:
         self._text_cap = cap
         self._text_len = 0
         in_line = held - self._text_head if held > self._text_head else 0
-        if in_line and not copy_ascii(PyUnicode_1BYTE_DATA(self._text), self._line.ptr + self._text_head,
+        if in_line and not copy_ascii(text_data(self._text), self._line.ptr + self._text_head,
                                       in_line):
             self._drop_text()
             return False
         k = self._text_head - held if held < self._text_head else 0
-        if not copy_ascii(PyUnicode_1BYTE_DATA(self._text) + in_line, p + k, n - k):
+        if not copy_ascii(text_data(self._text) + in_line, p + k, n - k):
             self._drop_text()
             return False
         self._text_len = value_len
@@ -515,7 +516,7 @@ cdef class SSEDecoder:
                 cap = self._text_len + n
             PyUnicode_Resize(&self._text, cap)
             self._text_cap = cap
-        if copy_ascii(PyUnicode_1BYTE_DATA(self._text) + self._text_len, p, n):
+        if copy_ascii(text_data(self._text) + self._text_len, p, n):
             self._text_len += n
             return 0
         self._text_to_line()
@@ -527,7 +528,7 @@ cdef class SSEDecoder:
         """Move the held line from ``_text`` back to ``_line`` as the bytes it came as."""
         self._line.len = 0
         buf_append(&self._line, DATA_HEAD, self._text_head)
-        buf_append(&self._line, PyUnicode_1BYTE_DATA(self._text), self._text_len)
+        buf_append(&self._line, text_data(self._text), self._text_len)
         self._drop_text()
         return 0
 
@@ -555,7 +556,7 @@ cdef class SSEDecoder:
     cdef bytes _text_start_bytes(self):
         """The held line's first bytes: all that an error message shows of it."""
         cdef Py_ssize_t n = self._text_len if self._text_len < SHOWN_LINE_CHARS * 4 else SHOWN_LINE_CHARS * 4
-        return DATA_HEAD[:self._text_head] + PyUnicode_1BYTE_DATA(self._text)[:n]
+        return DATA_HEAD[:self._text_head] + text_data(self._text)[:n]
 
     cdef void _drop_text(self) noexcept:
         Py_XDECREF(self._text)
