@@ -394,6 +394,8 @@ cdef class SSEDecoder:
         cdef const char* eol
         cdef const char* after
         cdef Py_ssize_t pending
+        # Only the first line of a chunk can end a line held from the chunks before.
+        cdef bint held = self._text != NULL or self._line.len != 0
         if self._skip_lf:
             # A CR ended the last chunk; an LF here is the rest of that CRLF, not an empty line.
             self._skip_lf = False
@@ -429,30 +431,14 @@ cdef class SSEDecoder:
                     self._skip_lf = True
             else:
                 after = eol + 1
-            pending = self._line.len
-            if self._text != NULL:
-                pending = self._text_head + self._text_len
-                if pending + (eol - p) > self._max_line_size:
-                    self._pending_too_long(p, eol - p)
-                self._text_append(p, eol - p)
-                if self._text != NULL:
-                    self._text_done()
-                else:  # a non-ASCII byte: the line went back to _line
-                    self._line.len = 0
-                    self._held_plain = False
-                    self._process_line(self._line.ptr, pending + (eol - p), events)
-            elif pending:
-                if pending + (eol - p) > self._max_line_size:
-                    self._pending_too_long(p, eol - p)
-                buf_append(&self._line, p, eol - p)
-                self._line.len = 0
-                self._held_plain = False
-                self._process_line(self._line.ptr, pending + (eol - p), events)
+            if held:
+                held = False
+                self._offset += self._end_held_line(p, eol - p, events) + (after - p)
             else:
                 if eol - p > self._max_line_size:
                     self._line_too_long(p, eol - p)
                 self._process_line(p, eol - p, events)
-            self._offset += pending + (after - p)
+                self._offset += after - p
             p = after
             if p == end:
                 return 0
@@ -467,6 +453,28 @@ cdef class SSEDecoder:
         elif pending + (end - p) < TEXT_MIN or self._held_plain or not self._text_start(p, end - p):
             buf_append(&self._line, p, end - p)
         return 0
+
+    cdef Py_ssize_t _end_held_line(self, const char* p, Py_ssize_t n, list events) except -1:
+        """Process the held line, completed by ``p[:n]``; returns how many bytes were held."""
+        cdef Py_ssize_t pending
+        if self._text != NULL:
+            pending = self._text_head + self._text_len
+            if pending + n > self._max_line_size:
+                self._pending_too_long(p, n)
+            self._text_append(p, n)
+            if self._text != NULL:
+                self._text_done()
+                return pending
+            # a non-ASCII byte: the line went back to _line
+        else:
+            pending = self._line.len
+            if pending + n > self._max_line_size:
+                self._pending_too_long(p, n)
+            buf_append(&self._line, p, n)
+        self._line.len = 0
+        self._held_plain = False
+        self._process_line(self._line.ptr, pending + n, events)
+        return pending
 
     # -- a long data line built in place as its str ------------------------------------------------
 
