@@ -538,6 +538,23 @@ def test_long_data_line_limits(decoder_cls: Any, chunking: str) -> None:
     assert decode(decoder_cls(max_event_size=LONG), stream, chunking)[1] == ev(value.decode())
 
 
+def test_held_long_line_after_a_huge_event_reserves_little(decoder_cls: Any) -> None:
+    """A long line held after an 8 MiB event does not reserve the 8 MiB event's size (the compiled twin
+    sizes a line it builds in place from the last one, within a cap)."""
+    decoder = decoder_cls(max_line_size=16 << 20)
+    huge = b"data: " + long_value(8 << 20) + b"\n\n"
+    for pos in range(0, len(huge), 1 << 20):
+        decoder.feed(huge[pos : pos + (1 << 20)])
+    gc.collect()
+    tracemalloc.start()
+    try:
+        assert decoder.feed(b"data: " + long_value(LONG)) == []
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < (1 << 20) + 4 * LONG
+
+
 def test_long_data_lines_of_changing_sizes(decoder_cls: Any) -> None:
     sizes = [LONG, 5 * LONG, LONG, 2 * LONG, 3 * LONG]
     stream = b"".join(b"data: " + long_value(size, size) + b"\n\n" for size in sizes)
