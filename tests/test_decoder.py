@@ -188,6 +188,12 @@ def test_last_event_id_persists_and_counts_only_completed_blocks(decoder_cls: An
     assert decoder.last_event_id == "2"
 
 
+def test_on_comment_may_switch_decode_for_the_events_after_it(decoder_cls: Any, chunking: str) -> None:
+    decoder = decoder_cls(on_comment=lambda text: setattr(decoder, "decode", text != "raw"))
+    stream = b"data: a\n\n: raw\ndata: b\n\n: str\ndata: c\n\n"
+    assert decode(decoder, stream, chunking) == [ev("a"), ev(b"b"), ev("c")]  # type: ignore[arg-type]
+
+
 def test_on_comment_sees_the_last_event_id_of_the_events_before_it(decoder_cls: Any, chunking: str) -> None:
     seen: list[str] = []
     decoder = decoder_cls(on_comment=lambda _: seen.append(decoder.last_event_id))

@@ -440,6 +440,7 @@ class SSEDecoder:
                         # the callback may read last_event_id: it must be up to date
                         self._last_event_id = last_event_id
                         self._on_comment(value.decode("utf-8", "replace"))
+                        decode = self._decode  # the one option a callback may change
                 elif name == b"retry":
                     # "If the field value consists of only ASCII digits, then interpret the field value as
                     # an integer in base ten, and set the event stream's reconnection time to that
