@@ -400,7 +400,7 @@ cdef class SSEDecoder:
         cdef const char* after
         cdef Py_ssize_t pending
         # Only the first line of a chunk can end a line held from the chunks before.
-        cdef bint held = self._text != NULL or self._line.len != 0
+        cdef bint held = self._held_len() != 0
         if self._skip_lf:
             # A CR ended the last chunk; an LF here is the rest of that CRLF, not an empty line.
             self._skip_lf = False
@@ -448,7 +448,7 @@ cdef class SSEDecoder:
             if p == end:
                 return 0
         # Keep the unterminated tail for the next chunk, within max_line_size.
-        pending = self._text_head + self._text_len if self._text != NULL else self._line.len
+        pending = self._held_len()
         if pending + (end - p) > self._max_line_size:
             if pending:
                 self._pending_too_long(p, end - p)
@@ -459,22 +459,22 @@ cdef class SSEDecoder:
             buf_append(&self._line, p, end - p)
         return 0
 
+    cdef inline Py_ssize_t _held_len(self) noexcept:
+        """How many bytes of a line not terminated yet are held (in ``_text`` or in ``_line``)."""
+        return self._text_head + self._text_len if self._text != NULL else self._line.len
+
     cdef Py_ssize_t _end_held_line(self, const char* p, Py_ssize_t n, list events) except -1:
         """Process the held line, completed by ``p[:n]``; returns how many bytes were held."""
-        cdef Py_ssize_t pending
+        cdef Py_ssize_t pending = self._held_len()
+        if pending + n > self._max_line_size:
+            self._pending_too_long(p, n)
         if self._text != NULL:
-            pending = self._text_head + self._text_len
-            if pending + n > self._max_line_size:
-                self._pending_too_long(p, n)
             self._text_append(p, n)
             if self._text != NULL:
                 self._text_done()
                 return pending
             # a non-ASCII byte: the line went back to _line
         else:
-            pending = self._line.len
-            if pending + n > self._max_line_size:
-                self._pending_too_long(p, n)
             buf_append(&self._line, p, n)
         self._line.len = 0
         self._held_plain = False
@@ -728,19 +728,14 @@ cdef class SSEDecoder:
             self._last_event_id_from_id_buffer()
             return 0
         self._has_data = False
-        if self._data_text is not None:
-            data = self._data_text
-            self._data_text = None
-            if self._event_types is not None and (
-                (event_type if event_type is not None else "message") not in self._event_types
-            ):
-                data = None
-            elif not self._decode:  # decode was switched off while the line came in
-                data = PyUnicode_AsASCIIString(data)
-        elif self._event_types is None or (
+        if self._event_types is None or (
             (event_type if event_type is not None else "message") in self._event_types
         ):
-            if self._decode:
+            if self._data_text is not None:
+                data = self._data_text
+                if not self._decode:  # decode was switched off while the line came in
+                    data = PyUnicode_AsASCIIString(data)
+            elif self._decode:
                 data = PyUnicode_DecodeUTF8(
                     self._data.ptr + self._data_start, self._data.len - self._data_start, "replace"
                 )
@@ -748,6 +743,7 @@ cdef class SSEDecoder:
                 data = PyBytes_FromStringAndSize(
                     self._data.ptr + self._data_start, self._data.len - self._data_start
                 )
+        self._data_text = None
         self._data.len = 0
         self._data_start = 0
         if data is None:
