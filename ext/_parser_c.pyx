@@ -14,6 +14,7 @@ one copy of a 1 MiB event instead of two.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
@@ -62,7 +63,8 @@ cdef dict EVENT_TEMPLATE = {"data": None, "event": None, "id": None, "retry": No
 cdef const char* BOM = b"\xef\xbb\xbf"
 cdef Py_ssize_t SHOWN_LINE_CHARS = 80
 cdef Py_ssize_t EVENT_TYPE_CACHE_SIZE = 64
-cdef Py_ssize_t RECENT_TYPES = 8
+cdef enum:
+    RECENT_TYPES = 8
 # A data line held over this many bytes is built in place as its str (``_text``): shorter lines gain
 # nothing from it, and most lines split by a chunk boundary end in the next chunk.
 cdef Py_ssize_t TEXT_MIN = 1 << 15
@@ -190,12 +192,18 @@ cdef class SSEDecoder:
     cdef list _type_raws        # recent event types, raw and decoded: streams repeat a few names
     cdef list _type_strs
     cdef Py_ssize_t _type_next  # the slot the next new name takes once all are used
+    cdef Py_ssize_t _type_last  # the slot of the last name seen
+    cdef Py_ssize_t _type_after[RECENT_TYPES]  # per slot: the slot of the name that came next, last time
     cdef dict _type_cache
     cdef list _ring
     cdef Py_ssize_t _ring_pos
     cdef Py_ssize_t _ring_size
     cdef bint _ascending        # every id in the window is a canonical decimal, each larger than the last
-    cdef str _last_id           # the largest id of the window while _ascending
+    # While _ascending the window is kept as numbers, not in _ring: no str is held (and freed, cache-cold,
+    # a window later) per event.
+    cdef long long* _numbers    # the window's ids in _ring's slot order
+    cdef Py_ssize_t _numbered   # how many slots of _numbers hold an id
+    cdef long long _last_number  # the largest id of the window (-1 before the first)
     cdef set _seen_ids
     cdef object _last_data
 
@@ -209,9 +217,11 @@ cdef class SSEDecoder:
         self._last_raw.ptr = NULL
         self._last_raw.len = self._last_raw.cap = 0
         self._text = NULL
+        self._numbers = NULL
 
     def __dealloc__(self):
         self._drop_text()
+        PyMem_Free(self._numbers)
         buf_free(&self._line)
         buf_free(&self._data)
         buf_free(&self._id_raw)
@@ -229,6 +239,7 @@ cdef class SSEDecoder:
         event_types=None,
         decode=True,
     ):
+        cdef long long* numbers
         if not isinstance(last_event_id, str):
             raise TypeError("last_event_id must be a str")
         if "\0" in last_event_id:
@@ -249,11 +260,16 @@ cdef class SSEDecoder:
         self._last_event_id = last_event_id
         self._last_lazy = False
         self._retry = None
+        numbers = <long long*>PyMem_Realloc(self._numbers, <size_t>max(dedup_window, 1) * sizeof(long long))
+        if numbers == NULL:
+            raise MemoryError()
+        self._numbers = numbers
+        self._numbered = 0
+        self._last_number = -1
         self._ring = [None] * dedup_window
         self._ring_pos = 0
         self._ring_size = dedup_window
         self._ascending = True
-        self._last_id = None
         self._seen_ids = set()
         self._last_data = None
         self._type_cache = {}
@@ -626,7 +642,15 @@ cdef class SSEDecoder:
                 else:
                     self._on_comment(PyUnicode_DecodeUTF8(p + 1, n - 1, "replace"))
             return 0
-        colon = <const char*>memchr(p, b':', n)
+        # The usual fields are found by their prefix: no search for the colon (the name has none).
+        if n >= 5 and memcmp(p, b"data:", 5) == 0:
+            colon = p + 4
+        elif n >= 3 and memcmp(p, b"id:", 3) == 0:
+            colon = p + 2
+        elif n >= 6 and memcmp(p, b"event:", 6) == 0:
+            colon = p + 5
+        else:
+            colon = <const char*>memchr(p, b':', n)
         if colon != NULL:
             name_len = colon - p
             value = colon + 1
@@ -692,24 +716,40 @@ cdef class SSEDecoder:
         cdef str name
         cdef Py_ssize_t i
         cdef list raws = self._type_raws
-        # A few names recur: compare the raw bytes with the recent ones before making any object.
-        for i in range(len(raws)):
-            raw = <bytes>raws[i]
-            if PyBytes_GET_SIZE(raw) == n and memcmp(PyBytes_AS_STRING(raw), p, n) == 0:
-                return <str>self._type_strs[i]
+        cdef PyObject* known
+        cdef Py_ssize_t count = PyList_GET_SIZE(raws)
+        cdef Py_ssize_t guess = self._type_after[self._type_last]
+        # A few names recur: compare the raw bytes with the recent ones before making any object
+        # (borrowed items, and a byte loop: these names are short, a memcmp call costs more). The name
+        # that followed the last one the time before is tried first: streams repeat one name, or cycle.
+        if guess < count:
+            known = PyList_GET_ITEM(raws, guess)
+            if PyBytes_GET_SIZE(<object>known) == n and same_bytes(PyBytes_AS_STRING(<object>known), p, n):
+                self._type_last = guess
+                return <str>PyList_GET_ITEM(self._type_strs, guess)
+        for i in range(count):
+            known = PyList_GET_ITEM(raws, i)
+            if PyBytes_GET_SIZE(<object>known) == n and same_bytes(PyBytes_AS_STRING(<object>known), p, n):
+                self._type_after[self._type_last] = i
+                self._type_last = i
+                return <str>PyList_GET_ITEM(self._type_strs, i)
         raw = PyBytes_FromStringAndSize(p, n)
         name = self._type_cache.get(raw)
         if name is None:
             name = PyUnicode_DecodeUTF8(p, n, "replace")
             if len(self._type_cache) < EVENT_TYPE_CACHE_SIZE:
                 self._type_cache[raw] = name
-        if len(raws) < RECENT_TYPES:
+        if count < RECENT_TYPES:
+            i = count
             raws.append(raw)
             self._type_strs.append(name)
         else:
-            raws[self._type_next] = raw
-            self._type_strs[self._type_next] = name
-            self._type_next = (self._type_next + 1) % RECENT_TYPES
+            i = self._type_next
+            raws[i] = raw
+            self._type_strs[i] = name
+            self._type_next = (i + 1) % RECENT_TYPES
+        self._type_after[self._type_last] = i
+        self._type_last = i
         return name
 
     cdef int _dispatch(self, list events) except -1:
@@ -791,17 +831,26 @@ cdef class SSEDecoder:
     cdef int _remember_id(self, str event_id) except -1:
         """Add an id to the window; 0 when it was already there (a duplicate), else 1."""
         cdef set seen
-        cdef Py_ssize_t before
+        cdef Py_ssize_t before, i
         cdef object evicted
+        cdef long long number
         if self._ascending:
             # Most streams number their events: an id larger than every id in the window cannot be
             # in it, so no set is needed until an id breaks the pattern.
-            if is_decimal(event_id) and (self._last_id is None or decimal_greater(event_id, self._last_id)):
-                self._last_id = event_id
-                self._ring[self._ring_pos] = event_id
-                self._ring_pos = (self._ring_pos + 1) % self._ring_size
+            number = decimal_value(event_id)
+            if number > self._last_number:  # (-1 when the id is no canonical decimal of <= 18 digits)
+                self._last_number = number
+                self._numbers[self._ring_pos] = number
+                if self._numbered < self._ring_size:
+                    self._numbered += 1
+                self._ring_pos += 1
+                if self._ring_pos == self._ring_size:
+                    self._ring_pos = 0
                 return 1
             self._ascending = False
+            # The numbers' decimal strings are the ids themselves: they were canonical.
+            for i in range(self._ring_size if self._numbered == self._ring_size else self._numbered):
+                self._ring[i] = str(self._numbers[i])
             self._seen_ids = {known for known in self._ring if known is not None}
         seen = self._seen_ids
         before = len(seen)
@@ -812,29 +861,36 @@ cdef class SSEDecoder:
         if evicted is not None:
             seen.discard(evicted)
         self._ring[self._ring_pos] = event_id
-        self._ring_pos = (self._ring_pos + 1) % self._ring_size
+        self._ring_pos += 1
+        if self._ring_pos == self._ring_size:
+            self._ring_pos = 0
         return 1
 
 
-cdef bint is_decimal(str text) noexcept:
-    """A canonical non-negative decimal: ASCII digits, no leading zero (but "0")."""
+cdef long long decimal_value(str text) noexcept:
+    """The value of a canonical decimal (ASCII digits, no leading zero but "0") of at most 18 digits, else -1."""
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text)
     cdef const char* p
-    if n == 0 or PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
-        return False
+    cdef long long value = 0
+    cdef Py_ssize_t i
+    if n == 0 or n > 18 or PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return -1
     p = <const char*>PyUnicode_DATA(text)
     if p[0] == b'0' and n > 1:
-        return False
-    return all_digits(p, n)
+        return -1
+    for i in range(n):
+        if p[i] < b'0' or p[i] > b'9':
+            return -1
+        value = value * 10 + (p[i] - 48)
+    return value
 
 
-cdef inline bint decimal_greater(str a, str b) noexcept:
-    """a > b for two canonical decimals."""
-    cdef Py_ssize_t na = PyUnicode_GET_LENGTH(a)
-    cdef Py_ssize_t nb = PyUnicode_GET_LENGTH(b)
-    if na != nb:
-        return na > nb
-    return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), na) > 0
+cdef inline bint same_bytes(const char* a, const char* b, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if a[i] != b[i]:
+            return False
+    return True
 
 
 cdef inline bint all_digits(const char* p, Py_ssize_t n) noexcept:

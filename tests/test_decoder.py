@@ -168,6 +168,18 @@ def test_event_type_name_shared_between_events(decoder_cls: Any) -> None:
     assert events[0]["event"] is events[1]["event"]
 
 
+def test_event_types_in_cycles_runs_and_past_the_recent_ones(decoder_cls: Any) -> None:
+    """The compiled twin remembers a few recent names and guesses the next from the last: whatever the
+    order (cycles, runs of one name, more names than it keeps, names of one length), each event shows
+    its own type."""
+    names = [f"type{i:02d}" for i in range(12)] + ["x", "update", "create", "délété"]
+    order = names[:3] * 4 + [names[3]] * 5 + names + names[::-1] + names[5:10] * 3 + [names[0], names[11]] * 4
+    stream = "".join(f"event: {name}\ndata: {k}\n\n" for k, name in enumerate(order)).encode()
+    events = decode(decoder_cls(), stream)
+    assert [e["event"] for e in events] == order
+    assert [e["data"] for e in events] == [str(k) for k in range(len(order))]
+
+
 def test_id_semantics(decoder_cls: Any, chunking: str) -> None:
     decoder = decoder_cls()
     stream = b"id: 1\ndata: a\n\ndata: b\n\nid\ndata: c\n\nid: x\x00y\ndata: d\n\n"
@@ -697,6 +709,15 @@ def test_decode_can_be_switched_between_events(decoder_cls: Any) -> None:
         (["3", "3"], ["3"]),
         (["1", "2", "3", "4", "1"], ["1", "2", "3", "4", "1"]),  # 1 left the window of 3
         (["2", "1", "3", "2"], ["2", "1", "3"]),
+        # 18 digits, then 19 (beyond a 64-bit number): the window still holds the 18-digit id
+        (
+            ["999999999999999998", "999999999999999999", "1000000000000000000", "999999999999999998"],
+            ["999999999999999998", "999999999999999999", "1000000000000000000"],
+        ),
+        (
+            ["1000000000000000001", "1000000000000000000", "1000000000000000001"],
+            ["1000000000000000001", "1000000000000000000"],
+        ),
     ],
 )
 def test_dedup_window_over_numeric_and_other_ids(decoder_cls: Any, ids: list[str], kept: list[str]) -> None:
