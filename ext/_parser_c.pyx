@@ -19,7 +19,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
 from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 from sonicsse._parser_py import _event_type_filter, _parse_retry, _size_limit
 from sonicsse.exceptions import SSEParsingError
@@ -198,7 +198,8 @@ cdef class SSEDecoder:
     cdef list _ring
     cdef Py_ssize_t _ring_pos
     cdef Py_ssize_t _ring_size
-    cdef bint _ascending        # every id in the window is a canonical decimal, each larger than the last
+    cdef bint _ascending        # every id in the window is a canonical decimal of <= 18 digits, each larger
+                                # than the last
     # While _ascending the window is kept as numbers, not in _ring: no str is held (and freed, cache-cold,
     # a window later) per event.
     cdef long long* _numbers    # the window's ids in _ring's slot order
@@ -260,13 +261,16 @@ cdef class SSEDecoder:
         self._last_event_id = last_event_id
         self._last_lazy = False
         self._retry = None
+        # The list first: it refuses a window too large to allocate, so the size of _numbers (no larger
+        # than the list's own array) cannot overflow. The window's state then changes all at once.
+        ring = [None] * dedup_window
         numbers = <long long*>PyMem_Realloc(self._numbers, <size_t>max(dedup_window, 1) * sizeof(long long))
         if numbers == NULL:
             raise MemoryError()
         self._numbers = numbers
         self._numbered = 0
         self._last_number = -1
-        self._ring = [None] * dedup_window
+        self._ring = ring
         self._ring_pos = 0
         self._ring_size = dedup_window
         self._ascending = True
@@ -276,6 +280,8 @@ cdef class SSEDecoder:
         self._type_raws = []
         self._type_strs = []
         self._type_next = 0
+        self._type_last = 0
+        memset(self._type_after, 0, sizeof(self._type_after))
         self._after_reset = False
         self._feeding = False
         self._start_stream()
@@ -849,7 +855,7 @@ cdef class SSEDecoder:
                 return 1
             self._ascending = False
             # The numbers' decimal strings are the ids themselves: they were canonical.
-            for i in range(self._ring_size if self._numbered == self._ring_size else self._numbered):
+            for i in range(self._numbered):  # (the slots from 0 on: _numbered < _ring_size before a wrap)
                 self._ring[i] = str(self._numbers[i])
             self._seen_ids = {known for known in self._ring if known is not None}
         seen = self._seen_ids

@@ -718,12 +718,55 @@ def test_decode_can_be_switched_between_events(decoder_cls: Any) -> None:
             ["1000000000000000001", "1000000000000000000", "1000000000000000001"],
             ["1000000000000000001", "1000000000000000000"],
         ),
+        # 2**64 + 5 would wrap to 5 in 64 bits, and 2**63 - 1 is the largest 64-bit number
+        (
+            ["18446744073709551621", "18446744073709551621", "9223372036854775807", "9223372036854775807"],
+            ["18446744073709551621", "9223372036854775807"],
+        ),
     ],
 )
 def test_dedup_window_over_numeric_and_other_ids(decoder_cls: Any, ids: list[str], kept: list[str]) -> None:
     decoder = decoder_cls(dedup=True, dedup_window=3)
     stream = b"".join(b"id: %s\ndata: x\n\n" % i.encode() for i in ids)
     assert [e["id"] for e in decode(decoder, stream)] == kept
+
+
+def test_a_decoder_initialised_again_starts_a_new_window(decoder_cls: Any) -> None:
+    """``__init__`` on a used decoder gives it a fresh dedup window; one that fails (a window too large
+    to allocate) leaves a working decoder behind."""
+
+    def kept(decoder: Any, ids: list[int]) -> list[str]:
+        stream = b"".join(b"id: %d\ndata: x\n\n" % i for i in ids)
+        return [e["id"] for e in decoder.feed(stream)]
+
+    decoder = decoder_cls(dedup=True, dedup_window=4)
+    assert kept(decoder, [1, 2, 3, 2]) == ["1", "2", "3"]
+    decoder.__init__(dedup=True, dedup_window=2)
+    assert kept(decoder, [1, 2, 3, 1, 3]) == ["1", "2", "3", "1"]
+    with pytest.raises(MemoryError):
+        decoder.__init__(dedup=True, dedup_window=2**61)
+    assert len(kept(decoder, list(range(10, 3010)))) == 3000
+    assert kept(decoder, [3009]) == []
+
+
+def test_a_failed_initialisation_writes_nothing_out_of_bounds(decoder_cls: Any) -> None:
+    """The same failed ``__init__``, under Python's debug allocator, which aborts the process when a
+    write went past the end of a block (the compiled twin keeps dedup's numbers in C memory)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        f"from {decoder_cls.__module__} import SSEDecoder\n"
+        "d = SSEDecoder(dedup=True)\n"
+        "try:\n    d.__init__(dedup=True, dedup_window=2**61)\nexcept MemoryError:\n    pass\n"
+        "d.feed(b''.join(b'id: %d\\ndata: x\\n\\n' % i for i in range(3000)))\n"
+        "del d\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONMALLOC": "debug"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr[-2000:]
 
 
 def test_retry_with_more_digits_than_int_converts_is_ignored(decoder_cls: Any) -> None:

@@ -168,6 +168,9 @@ numeric_ids = st.lists(
     st.one_of(
         st.integers(0, 30).map(str),
         st.integers(10**18 - 3, 10**18 + 3).map(str),  # where ids stop fitting the compiled twin's numbers
+        st.sampled_from(
+            ["9223372036854775807", "9223372036854775808", "18446744073709551621"]
+        ),  # 2**63, 2**64
         st.sampled_from(["007", "00", "x", "", "1e3", "\u0661"]),
     ),
     max_size=40,
