@@ -722,20 +722,17 @@ cdef class SSEDecoder:
         cdef str name
         cdef Py_ssize_t i
         cdef list raws = self._type_raws
-        cdef PyObject* known
         cdef Py_ssize_t count = PyList_GET_SIZE(raws)
         cdef Py_ssize_t guess = self._type_after[self._type_last]
         # A few names recur: compare the raw bytes with the recent ones before making any object
         # (borrowed items, and a byte loop: these names are short, a memcmp call costs more). The name
         # that followed the last one the time before is tried first: streams repeat one name, or cycle.
         if guess < count:
-            known = PyList_GET_ITEM(raws, guess)
-            if PyBytes_GET_SIZE(<object>known) == n and same_bytes(PyBytes_AS_STRING(<object>known), p, n):
+            if raw_is(PyList_GET_ITEM(raws, guess), p, n):
                 self._type_last = guess
                 return <str>PyList_GET_ITEM(self._type_strs, guess)
         for i in range(count):
-            known = PyList_GET_ITEM(raws, i)
-            if PyBytes_GET_SIZE(<object>known) == n and same_bytes(PyBytes_AS_STRING(<object>known), p, n):
+            if raw_is(PyList_GET_ITEM(raws, i), p, n):
                 self._type_after[self._type_last] = i
                 self._type_last = i
                 return <str>PyList_GET_ITEM(self._type_strs, i)
@@ -891,10 +888,14 @@ cdef long long decimal_value(str text) noexcept:
     return value
 
 
-cdef inline bint same_bytes(const char* a, const char* b, Py_ssize_t n) noexcept:
+cdef inline bint raw_is(PyObject* raw, const char* p, Py_ssize_t n) noexcept:
+    """Whether the bytes object ``raw`` holds ``p[:n]`` (a byte loop: names are short)."""
+    cdef const char* known = PyBytes_AS_STRING(<object>raw)
     cdef Py_ssize_t i
+    if PyBytes_GET_SIZE(<object>raw) != n:
+        return False
     for i in range(n):
-        if a[i] != b[i]:
+        if known[i] != p[i]:
             return False
     return True
 
