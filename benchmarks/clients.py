@@ -25,6 +25,9 @@ from urllib.parse import urlsplit
 from .server import pin_cpu, raise_fd_limit
 from .workloads import PACED_WIDTH, WORKLOADS, event_count, make_events
 
+#: The raw floor's read size: the most asyncio's selector loop and uvloop read per call.
+RAW_READ_SIZE = 1 << 18
+
 __all__ = ["CLIENTS", "FLOORS", "Measurement", "percentile"]
 
 
@@ -211,22 +214,38 @@ async def run_aiohttp_sse_client2(url: str, tally: Tally, latency: bool) -> None
         await consume_objects(src, tally, latency)
 
 
-class _Discard(asyncio.Protocol):
-    """The raw floor: counts and discards bytes (in latency mode, reads one send timestamp per read)."""
+class _Discard(asyncio.BufferedProtocol):
+    """The raw floor: counts and discards bytes (in latency mode, reads one send timestamp per read).
+
+    Reads go into one preallocated buffer (``recv_into``). A plain ``Protocol`` is not a stable floor:
+    asyncio (and uvloop) make a new bytes object of up to 256 KiB per read, which glibc serves either
+    from ``mmap`` (page faults, then ``mremap``/``munmap``) or from the heap, depending on whether an
+    earlier free raised its dynamic mmap threshold. The same run measured 16 or 45 ms per 64 MiB from
+    one process to the next.
+    """
 
     def __init__(self, tally: Tally, latency: bool, done: asyncio.Future[None]) -> None:
         self._tally = tally
         self._latency = latency
         self._done = done
+        self._buffer = bytearray(RAW_READ_SIZE)
+        self._view = memoryview(self._buffer)
 
-    def data_received(self, data: bytes) -> None:
-        self._tally.bytes += len(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._tally.bytes += nbytes
         if self._latency:
             t = time.monotonic_ns()
-            i = data.find(b"data: ")
+            data = self._buffer
+            i = data.find(b"data: ", 0, nbytes)
             if i >= 0:
                 self._tally.latencies_ns.append(t - int(data[i + 6 : i + 6 + PACED_WIDTH]))
-            self._tally.events += data.count(b"data: ")
+            self._tally.events += data.count(b"data: ", 0, nbytes)
+
+    def eof_received(self) -> bool:
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._done.done():
