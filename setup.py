@@ -1,4 +1,5 @@
-"""Build script: compiles ext/*.pyx (sonicsse._parser_c, _events_c, _chunked_c), or installs the pure package.
+"""Build script: compiles ext/*.pyx (sonicsse._parser_c, _events_c, _chunked_c, _receiver_c), or installs
+the pure package.
 
 The extension is skipped, with a banner saying why, when ``SONICSSE_NO_EXTENSIONS`` is set, on an
 interpreter other than CPython, or when compiling fails (no compiler, no Cython): sonicsse then runs on
@@ -70,6 +71,7 @@ def extensions() -> list[Extension]:
         Extension("sonicsse._parser_c", ["ext/_parser_c.pyx"]),
         Extension("sonicsse._events_c", ["ext/_events_c.pyx"]),
         Extension("sonicsse._chunked_c", ["ext/_chunked_c.pyx"]),
+        Extension("sonicsse._receiver_c", ["ext/_receiver_c.pyx"]),
     ]
     return cythonize(exts, compiler_directives={"language_level": "3"}, quiet=True)
 

@@ -63,15 +63,26 @@ def chunked_cls(impl: str) -> Any:
 
 
 @pytest.fixture
+def receiver_module(impl: str) -> Any:
+    """The ``_receiver_*`` module (``BodyReceiver`` and its sizes) of the implementation under test."""
+    return load_module(impl, "receiver")
+
+
+@pytest.fixture
 def client_decoder(
-    decoder_cls: Any, event_iterator: Any, chunked_cls: Any, monkeypatch: pytest.MonkeyPatch
+    decoder_cls: Any,
+    event_iterator: Any,
+    chunked_cls: Any,
+    receiver_module: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Any:
-    """Make the client run on the implementation under test: its decoder, event iterator and chunked
-    decoder (a module uses it from an autouse fixture)."""
+    """Make the client run on the implementation under test: its decoder, event iterator, chunked
+    decoder and body receiver (a module uses it from an autouse fixture)."""
     import sonicsse._transport
     import sonicsse.connection
 
     monkeypatch.setattr(sonicsse.connection, "SSEDecoder", decoder_cls)
     monkeypatch.setattr(sonicsse.connection, "EventIterator", event_iterator)
     monkeypatch.setattr(sonicsse._transport, "ChunkedDecoder", chunked_cls)
+    monkeypatch.setattr(sonicsse._transport, "BodyReceiver", receiver_module.BodyReceiver)
     return decoder_cls

@@ -1,7 +1,8 @@
 """BodyReceiver's buffer and flow control, driven as an event loop drives a BufferedProtocol.
 
-The transport here only records what the receiver asks of it (pause, resume, protocol swaps); the
-socket behaviour is covered end to end by the client and fault tests.
+Every test runs on both twins (``_receiver_c`` and ``_receiver_py``). The transport here only records
+what the receiver asks of it (pause, resume, protocol swaps); the socket behaviour is covered end to end
+by the client and fault tests, which also run on both.
 """
 
 from __future__ import annotations
@@ -11,7 +12,18 @@ from typing import Any
 
 import pytest
 
-from sonicsse._receiver import CAPACITY, INITIAL_SIZE, QUIET_READS, READ_SIZE, BodyReceiver
+from sonicsse import _receiver_py
+
+READ_SIZE = _receiver_py.READ_SIZE
+INITIAL_SIZE = _receiver_py.INITIAL_SIZE
+CAPACITY = _receiver_py.CAPACITY
+QUIET_READS = _receiver_py.QUIET_READS
+
+
+@pytest.fixture
+def BodyReceiver(receiver_module: Any) -> Any:
+    """The ``BodyReceiver`` of the implementation under test."""
+    return receiver_module.BodyReceiver
 
 
 class RecordingTransport:
@@ -42,7 +54,7 @@ class RecordingTransport:
         self.calls.append("abort")
 
 
-def deliver(rx: BodyReceiver, data: bytes) -> None:
+def deliver(rx: Any, data: bytes) -> None:
     """What a transport does with bytes from the socket: fill the buffers the protocol offers."""
     while data:
         buf = rx.get_buffer(-1)
@@ -53,14 +65,14 @@ def deliver(rx: BodyReceiver, data: bytes) -> None:
         data = data[n:]
 
 
-def take(rx: BodyReceiver) -> bytes:
+def take(rx: Any) -> bytes:
     """A consumer that parses everything received."""
     out = bytes(rx.view(rx.start, rx.end))
     rx.start = rx.end
     return out
 
 
-async def test_takes_over_the_transport_with_the_bytes_already_read() -> None:
+async def test_takes_over_the_transport_with_the_bytes_already_read(BodyReceiver: Any) -> None:
     transport = RecordingTransport(reading=False)  # the StreamReader had paused it
     rx = BodyReceiver(transport, "previous", b"data: a\n")
     assert transport.protocol is rx and transport.calls == ["set_protocol", "resume"]
@@ -69,7 +81,7 @@ async def test_takes_over_the_transport_with_the_bytes_already_read() -> None:
     assert transport.protocol == "previous"
 
 
-async def test_starts_small_and_grows_only_while_reads_fill_their_room() -> None:
+async def test_starts_small_and_grows_only_while_reads_fill_their_room(BodyReceiver: Any) -> None:
     rx = BodyReceiver(RecordingTransport(), None)
     assert len(rx.buffer) == INITIAL_SIZE
     for _ in range(50):  # a quiet stream: small reads, consumed each time
@@ -85,7 +97,7 @@ async def test_starts_small_and_grows_only_while_reads_fill_their_room() -> None
     assert max(len(rx.get_buffer(-1)) for _ in range(2)) <= READ_SIZE
 
 
-async def test_a_grown_buffer_shrinks_back_once_the_stream_is_quiet_again() -> None:
+async def test_a_grown_buffer_shrinks_back_once_the_stream_is_quiet_again(BodyReceiver: Any) -> None:
     rx = BodyReceiver(RecordingTransport(), None)
     for _ in range(6):  # a burst
         deliver(rx, b"y" * READ_SIZE)
@@ -103,7 +115,7 @@ async def test_a_grown_buffer_shrinks_back_once_the_stream_is_quiet_again() -> N
     assert take(rx) == b"data: z\n\n"
 
 
-async def test_pauses_when_full_and_resumes_when_the_consumer_waits_again() -> None:
+async def test_pauses_when_full_and_resumes_when_the_consumer_waits_again(BodyReceiver: Any) -> None:
     transport = RecordingTransport()
     rx = BodyReceiver(transport, None)
     deliver(rx, b"z" * CAPACITY)  # nobody consumes: the buffer grows to CAPACITY and fills
@@ -118,14 +130,14 @@ async def test_pauses_when_full_and_resumes_when_the_consumer_waits_again() -> N
     assert waiter.done() and bytes(rx.view(rx.start, rx.end)) == b"z" * 10 + b"!"
 
 
-async def test_never_offers_an_empty_buffer_even_when_fed_while_paused() -> None:
+async def test_never_offers_an_empty_buffer_even_when_fed_while_paused(BodyReceiver: Any) -> None:
     # A TLS layer may hand over all it decrypted although the receiver paused it.
     rx = BodyReceiver(RecordingTransport(), None)
     deliver(rx, b"a" * CAPACITY + b"b" * 1000)
     assert take(rx) == b"a" * CAPACITY + b"b" * 1000
 
 
-async def test_eof_and_loss_come_after_the_buffered_bytes() -> None:
+async def test_eof_and_loss_come_after_the_buffered_bytes(BodyReceiver: Any) -> None:
     rx = BodyReceiver(RecordingTransport(), None)
     deliver(rx, b"data: last\n\n")
     rx.connection_lost(ConnectionResetError("reset"))
@@ -134,7 +146,7 @@ async def test_eof_and_loss_come_after_the_buffered_bytes() -> None:
     assert rx.receive().done()  # at the end: nothing to wait for
 
 
-async def test_interrupt_wakes_the_pending_wait_and_fails_the_next_ones() -> None:
+async def test_interrupt_wakes_the_pending_wait_and_fails_the_next_ones(BodyReceiver: Any) -> None:
     rx = BodyReceiver(RecordingTransport(), None)
     waiter = rx.receive()
     rx.interrupt(TimeoutError("no data"))
@@ -146,7 +158,7 @@ async def test_interrupt_wakes_the_pending_wait_and_fails_the_next_ones() -> Non
         rx.receive()
 
 
-async def test_a_view_stays_valid_until_the_consumer_waits() -> None:
+async def test_a_view_stays_valid_until_the_consumer_waits(BodyReceiver: Any) -> None:
     rx = BodyReceiver(RecordingTransport(), None)
     deliver(rx, b"0123456789")
     view = rx.view(2, 6)
@@ -157,12 +169,16 @@ async def test_a_view_stays_valid_until_the_consumer_waits() -> None:
     assert waiter.done() and bytes(rx.view(rx.start, rx.end)) == b"abcdefgh"
 
 
-def test_module_constants_are_consistent() -> None:
+async def test_module_constants_are_consistent(receiver_module: Any, BodyReceiver: Any) -> None:
     assert INITIAL_SIZE <= READ_SIZE <= CAPACITY
+    # the twins use the same sizes
+    sizes = ("READ_SIZE", "INITIAL_SIZE", "CAPACITY", "QUIET_READS")
+    assert [getattr(receiver_module, n) for n in sizes] == [getattr(_receiver_py, n) for n in sizes]
     assert asyncio.BufferedProtocol in BodyReceiver.__mro__
+    assert isinstance(BodyReceiver(RecordingTransport(), None, eof=True), asyncio.BufferedProtocol)
 
 
-async def test_a_second_wait_shares_the_pending_future() -> None:
+async def test_a_second_wait_shares_the_pending_future(BodyReceiver: Any) -> None:
     # Two consumers waiting at once must both wake: a fresh future would strand the first one.
     rx = BodyReceiver(RecordingTransport(), None)
     first = rx.receive()
@@ -172,7 +188,7 @@ async def test_a_second_wait_shares_the_pending_future() -> None:
     assert rx.receive() is not first  # once woken, the next wait is a new one
 
 
-async def test_reads_of_a_few_kib_count_as_quiet() -> None:
+async def test_reads_of_a_few_kib_count_as_quiet(BodyReceiver: Any) -> None:
     # A token stream with 2-3 KiB events (tool-call JSON) after a burst: its reads fit the initial size,
     # so the 256 KiB buffer is given back.
     rx = BodyReceiver(RecordingTransport(), None)

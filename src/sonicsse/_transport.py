@@ -24,8 +24,7 @@ from aiosonic.connectors import TCPConnector
 from aiosonic.pools import PoolConfig, SmartPool
 
 from ._hooks import logger
-from ._impl import ChunkedDecoder
-from ._receiver import BodyReceiver
+from ._impl import BodyReceiver, ChunkedDecoder
 from ._resolver import SharedResolver
 
 __all__ = [

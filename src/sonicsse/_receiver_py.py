@@ -10,6 +10,9 @@ The consumer owns ``buffer[start:end]``: it parses from ``start``, moves ``start
 may rewrite the bytes it has already parsed (the chunked decoder compacts the payload in place). A view it
 was given stays valid until it next awaits anything: only the event loop's callbacks (``get_buffer``)
 move or replace the buffer.
+
+This is the pure-Python twin; ``ext/_receiver_c.pyx`` is the same class compiled, and ``sonicsse._impl``
+picks one.
 """
 
 from __future__ import annotations

@@ -1,0 +1,216 @@
+# cython: language_level=3
+"""The compiled twin of ``sonicsse._receiver_py``: a response body received into one reusable buffer.
+
+Same buffer, flow control and wake-ups as the pure twin (see its docstring for the why of each). The
+event loop calls ``get_buffer()`` and ``buffer_updated()`` once per socket read, and the consumer calls
+``receive()`` once per read it waits for: with 1,000 streams each call finds the stream's state cold in
+the cache, and as Python functions they were a large part of what a read cost beyond the socket.
+"""
+
+import asyncio
+
+from cpython.bytearray cimport PyByteArray_GET_SIZE
+
+cdef enum:
+    C_READ_SIZE = 1 << 16
+    C_INITIAL_SIZE = 1 << 12
+    C_CAPACITY = 1 << 18
+    C_QUIET_READS = 64
+
+READ_SIZE = C_READ_SIZE
+INITIAL_SIZE = C_INITIAL_SIZE
+CAPACITY = C_CAPACITY
+QUIET_READS = C_QUIET_READS
+
+cdef object Future = asyncio.Future
+cdef object get_running_loop = asyncio.get_running_loop
+# A loop whose create_future() is asyncio's own makes the same future as Future(loop=loop), which is
+# called directly; any other loop's create_future() is used (uvloop's, or a loop that instruments it).
+cdef object BASE_CREATE_FUTURE = asyncio.BaseEventLoop.create_future
+
+
+cdef class ReceiverCore:
+    """The state and methods of ``BodyReceiver`` (which adds ``asyncio.BufferedProtocol`` as a base)."""
+
+    cdef public bytearray buffer
+    cdef public Py_ssize_t start
+    cdef public Py_ssize_t end
+    cdef public bint eof
+    cdef public object lost
+    cdef public object interruption
+    cdef object _view
+    cdef object _loop
+    cdef object _create_future  # None: Future(loop=self._loop) is the same
+    cdef object _waiter
+    cdef object _transport
+    cdef object _previous
+    cdef Py_ssize_t _offered
+    cdef Py_ssize_t _quiet
+    cdef bint _paused
+    cdef bint _filled
+
+    def __init__(self, transport, previous, initial=b"", bint eof=False):
+        cdef Py_ssize_t size = C_INITIAL_SIZE
+        cdef Py_ssize_t n = len(initial)
+        while size < n + C_INITIAL_SIZE:
+            size *= 2
+        self.buffer = bytearray(size)
+        self._view = memoryview(self.buffer)
+        self.start = 0
+        self.end = n
+        self._view[:n] = initial
+        self.eof = eof
+        self.lost = None
+        self.interruption = None
+        self._loop = get_running_loop()
+        self._create_future = (
+            None if getattr(type(self._loop), "create_future", None) is BASE_CREATE_FUTURE
+            else self._loop.create_future
+        )
+        self._waiter = None
+        self._paused = False
+        self._offered = 0
+        self._filled = False
+        self._quiet = 0
+        self._transport = transport
+        self._previous = previous
+        if not eof:
+            transport.set_protocol(self)
+            if not transport.is_reading():
+                transport.resume_reading()
+
+    # -- protocol callbacks (the event loop) ------------------------------------------------------
+
+    def get_buffer(self, sizehint):
+        cdef Py_ssize_t end = self.end
+        cdef Py_ssize_t room
+        if self.start == end:
+            self.start = self.end = end = 0
+            if self._quiet >= C_QUIET_READS and PyByteArray_GET_SIZE(self.buffer) > C_INITIAL_SIZE:
+                self.buffer = bytearray(C_INITIAL_SIZE)
+                self._view = memoryview(self.buffer)
+                self._filled = False
+        room = PyByteArray_GET_SIZE(self.buffer) - end
+        if room < C_READ_SIZE:
+            if self.start:
+                self._compact()
+                end = self.end
+                room = PyByteArray_GET_SIZE(self.buffer) - end
+            if room == 0 or (
+                self._filled and room < C_READ_SIZE and PyByteArray_GET_SIZE(self.buffer) < C_CAPACITY
+            ):
+                # room == 0: fed while paused (a TLS layer hands over all it decrypted): never refuse.
+                self._grow()
+                room = PyByteArray_GET_SIZE(self.buffer) - end
+        self._offered = room if room < C_READ_SIZE else C_READ_SIZE
+        return self._view[end : end + self._offered]
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        cdef Py_ssize_t size = PyByteArray_GET_SIZE(self.buffer)
+        self.end += nbytes
+        self._filled = nbytes == self._offered
+        self._quiet = self._quiet + 1 if nbytes < C_INITIAL_SIZE else 0
+        if self.end == size and size >= C_CAPACITY and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self):
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc):
+        self.eof = True
+        if exc is not None and self.lost is None:
+            self.lost = exc
+        self._wake()
+        previous = self._previous
+        if previous is not None:
+            self._previous = None
+            previous.connection_lost(exc)
+
+    # -- consumer side ----------------------------------------------------------------------------
+
+    def view(self, Py_ssize_t start, Py_ssize_t stop):
+        """``buffer[start:stop]`` without a copy; valid until the consumer next awaits anything."""
+        return self._view[start:stop]
+
+    def check(self):
+        """Raise the exception given to ``interrupt()``, if any."""
+        if self.interruption is not None:
+            raise self.interruption
+
+    def receive(self):
+        """A future done when bytes arrive after ``end``, the stream ends (``eof``) or ``interrupt()`` is
+        called; call ``check()`` after it (see the pure twin)."""
+        if self.interruption is not None:
+            raise self.interruption
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            return waiter
+        if self._create_future is None:
+            waiter = Future(loop=self._loop)
+        else:
+            waiter = self._create_future()
+        if self.eof:
+            waiter.set_result(None)
+            return waiter
+        if self._paused:
+            self._compact()
+            self._paused = False
+            self._transport.resume_reading()
+        self._waiter = waiter
+        return waiter
+
+    def interrupt(self, exc):
+        """Wake the pending ``receive()``; ``check()`` and the next ``receive()`` raise ``exc``."""
+        self.interruption = exc
+        self._wake()
+
+    def restore(self):
+        """Give the connection back to its previous protocol (before it returns to a pool)."""
+        previous = self._previous
+        self._previous = None
+        if previous is not None and not self.eof:
+            self._transport.set_protocol(previous)
+            if self._paused:
+                self._paused = False
+                self._transport.resume_reading()
+
+    def abort(self):
+        """Close the socket at once (nobody else knows it)."""
+        self._transport.abort()
+
+    cdef int _compact(self) except -1:
+        cdef Py_ssize_t start = self.start, end = self.end
+        if start:
+            self._view[: end - start] = self._view[start:end]
+            self.start = 0
+            self.end = end - start
+        return 0
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t size = 2 * PyByteArray_GET_SIZE(self.buffer)
+        if size > C_CAPACITY:
+            size = C_CAPACITY
+        if size < self.end + C_READ_SIZE:
+            size = self.end + C_READ_SIZE
+        grown = bytearray(size)
+        grown[: self.end] = self._view[: self.end]
+        self.buffer = grown
+        self._view = memoryview(grown)
+        return 0
+
+    cdef int _wake(self) except -1:
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return 0
+
+
+class BodyReceiver(ReceiverCore, asyncio.BufferedProtocol):
+    """The protocol of a connection while its response body is read; ``restore()`` gives it back."""
+
+    __slots__ = ()
