@@ -1,10 +1,11 @@
 # cython: language_level=3
 """The compiled twin of ``sonicsse._receiver_py``: a response body received into one reusable buffer.
 
-Same buffer, flow control and wake-ups as the pure twin (see its docstring for the why of each). The
-event loop calls ``get_buffer()`` and ``buffer_updated()`` once per socket read, and the consumer calls
-``receive()`` once per read it waits for: with 1,000 streams each call finds the stream's state cold in
-the cache, and as Python functions they were a large part of what a read cost beyond the socket.
+Same buffer, flow control, framing and wake-ups as the pure twin (see its docstring for the why of
+each). The event loop calls ``get_buffer()`` and ``buffer_updated()`` once per socket read, and the
+consumer calls ``poll()`` once per read and ``receive()`` once per read it waits for: with 1,000 streams
+each call finds the stream's state cold in the cache, and as Python functions they were a large part of
+what a read cost beyond the socket.
 """
 
 import asyncio
@@ -38,6 +39,11 @@ cdef class ReceiverCore:
     cdef public bint eof
     cdef public object lost
     cdef public object interruption
+    cdef public bint completed
+    cdef public bint leftover
+    cdef public object failed
+    cdef public Py_ssize_t remaining
+    cdef object _chunked
     cdef object _view
     cdef object _loop
     cdef object _create_future  # None: Future(loop=self._loop) is the same
@@ -62,6 +68,11 @@ cdef class ReceiverCore:
         self.eof = eof
         self.lost = None
         self.interruption = None
+        self.completed = False
+        self.leftover = False
+        self.failed = None
+        self.remaining = -1
+        self._chunked = None
         self._loop = get_running_loop()
         self._create_future = (
             None if getattr(type(self._loop), "create_future", None) is BASE_CREATE_FUTURE
@@ -131,6 +142,56 @@ cdef class ReceiverCore:
             previous.connection_lost(exc)
 
     # -- consumer side ----------------------------------------------------------------------------
+
+    def set_framing(self, chunked=None, length=None):
+        """How the body ends: chunked transfer coding, undone by ``chunked``; ``length`` bytes
+        (``Content-Length``); or neither, at the end of the stream (close-delimited, the default)."""
+        self._chunked = chunked
+        self.remaining = -1 if length is None else length
+
+    def take(self):
+        """The body bytes received and not taken yet, without their framing (see the pure twin)."""
+        return self._take()
+
+    def poll(self):
+        """``take()`` for the steady state of a stream: the next payload bytes when some are buffered,
+        else the ``receive()`` future; None when the consumer must look closer (see the pure twin)."""
+        if self.completed or self.failed is not None or self.interruption is not None:
+            return None
+        if self.start < self.end:
+            try:
+                data = self._take()
+            except ValueError as exc:
+                self.failed = exc
+                return None
+            if len(data):
+                return data
+            if self.completed:
+                return None
+        if self.eof:
+            return None
+        return self.receive()
+
+    cdef object _take(self):
+        cdef Py_ssize_t start = self.start
+        cdef Py_ssize_t stop = self.end
+        cdef Py_ssize_t out_start, out_end
+        chunked = self._chunked
+        if chunked is not None:
+            out_start, out_end, self.start = chunked.decode(self.buffer, start, stop)
+            if chunked.completed:
+                self.completed = True
+                self.leftover = chunked.leftover
+            return self._view[out_start:out_end]
+        if self.remaining >= 0:
+            if stop > start + self.remaining:
+                stop = start + self.remaining
+            self.remaining -= stop - start
+            if self.remaining == 0:
+                self.completed = True
+                self.leftover = stop < self.end
+        self.start = stop
+        return self._view[start:stop]
 
     def view(self, Py_ssize_t start, Py_ssize_t stop):
         """``buffer[start:stop]`` without a copy; valid until the consumer next awaits anything."""

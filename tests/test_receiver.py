@@ -201,3 +201,70 @@ async def test_reads_of_a_few_kib_count_as_quiet(BodyReceiver: Any) -> None:
         deliver(rx, event)
         assert take(rx) == event
     assert len(rx.buffer) == INITIAL_SIZE
+
+
+# -- framing: take() and poll() give the payload and tell the end of the body -----------------------
+
+
+async def test_take_undoes_chunked_framing_and_tells_the_end(BodyReceiver: Any, chunked_cls: Any) -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    rx.set_framing(chunked=chunked_cls())
+    deliver(rx, b"7\r\ndata: a\r\n2\r\n\n\n\r\n")
+    assert bytes(rx.take()) == b"data: a\n\n" and not rx.completed
+    deliver(rx, b"0\r")  # a partial last-chunk line: nothing to give yet, and it stays
+    assert bytes(rx.take()) == b"" and not rx.completed and rx.end - rx.start == 2
+    deliver(rx, b"\n\r\nHTTP/1.1")
+    assert bytes(rx.take()) == b"" and rx.completed and rx.leftover
+
+
+async def test_take_stops_at_the_content_length(BodyReceiver: Any) -> None:
+    rx = BodyReceiver(RecordingTransport(), None, b"data: a\n")
+    rx.set_framing(length=12)
+    assert bytes(rx.take()) == b"data: a\n" and rx.remaining == 4 and not rx.completed
+    deliver(rx, b"\n\n\n\nmore")
+    assert bytes(rx.take()) == b"\n\n\n\n" and rx.completed and rx.leftover
+    assert rx.remaining == 0
+
+
+async def test_take_gives_everything_of_a_close_delimited_body(BodyReceiver: Any) -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    deliver(rx, b"data: a\n\n" * 3)
+    assert bytes(rx.take()) == b"data: a\n\n" * 3 and not rx.completed and rx.remaining == -1
+
+
+async def test_poll_gives_payload_or_the_future_to_wait_on(BodyReceiver: Any, chunked_cls: Any) -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    rx.set_framing(chunked=chunked_cls())
+    waiter = rx.poll()
+    assert isinstance(waiter, asyncio.Future) and not waiter.done()
+    deliver(rx, b"5\r\n")  # framing only: still nothing to give, so wait again
+    assert waiter.done()
+    waiter = rx.poll()
+    assert isinstance(waiter, asyncio.Future) and not waiter.done()
+    deliver(rx, b"data:\r\n")
+    assert bytes(rx.poll()) == b"data:"
+    deliver(rx, b"0\r\n\r\n")
+    assert rx.poll() is None and rx.completed  # the end of the body: read() takes over
+
+
+async def test_poll_leaves_broken_framing_eof_and_interrupts_to_the_caller(
+    BodyReceiver: Any, chunked_cls: Any
+) -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    rx.set_framing(chunked=chunked_cls())
+    deliver(rx, b"zz\r\ndata: a\n\n")
+    assert rx.poll() is None and isinstance(rx.failed, ValueError)
+    assert "chunk size" in str(rx.failed)
+    with pytest.raises(ValueError):
+        rx.take()
+
+    rx = BodyReceiver(RecordingTransport(), None)
+    deliver(rx, b"data: last\n\n")
+    rx.eof_received()
+    assert bytes(rx.poll()) == b"data: last\n\n"  # what came before the end first
+    assert rx.poll() is None
+
+    rx = BodyReceiver(RecordingTransport(), None)
+    deliver(rx, b"data: a\n\n")
+    rx.interrupt(TimeoutError("no data"))
+    assert rx.poll() is None

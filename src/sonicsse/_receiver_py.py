@@ -6,6 +6,10 @@ socket read, and pauses and resumes the socket around every read once 128 KiB ar
 response head, the transport hands the socket to a ``BodyReceiver`` instead: the socket is read into one
 preallocated buffer (``recv_into``) and the consumer parses the bytes where they lie.
 
+The receiver also knows how the body is framed (``set_framing()``): ``take()`` and ``poll()`` give the
+payload without its framing and say when the body is ``completed``, so that the consumer's per-read step
+is one call.
+
 The consumer owns ``buffer[start:end]``: it parses from ``start``, moves ``start`` past what it used, and
 may rewrite the bytes it has already parsed (the chunked decoder compacts the payload in place). A view it
 was given stays valid until it next awaits anything: only the event loop's callbacks (``get_buffer``)
@@ -18,7 +22,7 @@ picks one.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["BodyReceiver"]
 
@@ -35,11 +39,21 @@ CAPACITY = 1 << 18
 QUIET_READS = 64
 
 
+class Dechunker(Protocol):
+    """What ``set_framing()`` takes: a ``ChunkedDecoder`` of either twin."""
+
+    completed: bool
+    leftover: bool
+
+    def decode(self, buffer: bytearray, start: int, end: int) -> tuple[int, int, int]: ...
+
+
 class BodyReceiver(asyncio.BufferedProtocol):
     """The protocol of a connection while its response body is read; ``restore()`` gives it back."""
 
     # Slots: a read touches this object, and with 1,000 streams each one's state is cold in the cache.
     __slots__ = (
+        "_chunked",
         "_filled",
         "_loop",
         "_offered",
@@ -50,10 +64,14 @@ class BodyReceiver(asyncio.BufferedProtocol):
         "_view",
         "_waiter",
         "buffer",
+        "completed",
         "end",
         "eof",
+        "failed",
         "interruption",
+        "leftover",
         "lost",
+        "remaining",
         "start",
     )
 
@@ -72,6 +90,15 @@ class BodyReceiver(asyncio.BufferedProtocol):
         self.lost: BaseException | None = None
         #: The exception given to ``interrupt()``: ``check()`` raises it.
         self.interruption: BaseException | None = None
+        #: The framing says the body ended (the last chunk, or all ``Content-Length`` bytes, was taken).
+        self.completed = False
+        #: Bytes came after the end of the body (the connection cannot be reused).
+        self.leftover = False
+        #: Why ``poll()`` found the framing broken (``take()`` raises it instead).
+        self.failed: ValueError | None = None
+        #: Bytes of a ``Content-Length`` body still to come; -1 when the body is not framed by length.
+        self.remaining = -1
+        self._chunked: Dechunker | None = None
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
@@ -135,6 +162,55 @@ class BodyReceiver(asyncio.BufferedProtocol):
             previous.connection_lost(exc)
 
     # -- consumer side ----------------------------------------------------------------------------
+
+    def set_framing(self, chunked: Dechunker | None = None, length: int | None = None) -> None:
+        """How the body ends: chunked transfer coding, undone by ``chunked``; ``length`` bytes
+        (``Content-Length``); or neither, at the end of the stream (close-delimited, the default)."""
+        self._chunked = chunked
+        self.remaining = -1 if length is None else length
+
+    def take(self) -> memoryview:
+        """The body bytes received and not taken yet, without their framing: a view, valid until the
+        consumer next awaits anything, and empty when only framing (or a partial chunk size line) came.
+        Sets ``completed`` (and ``leftover``) at the end of the body; raises ValueError when the chunked
+        framing is broken."""
+        start = self.start
+        chunked = self._chunked
+        if chunked is not None:
+            out_start, out_end, self.start = chunked.decode(self.buffer, start, self.end)
+            if chunked.completed:
+                self.completed = True
+                self.leftover = chunked.leftover
+            return self._view[out_start:out_end]
+        stop = self.end
+        if self.remaining >= 0:
+            stop = min(stop, start + self.remaining)
+            self.remaining -= stop - start
+            if self.remaining == 0:
+                self.completed = True
+                self.leftover = stop < self.end
+        self.start = stop
+        return self._view[start:stop]
+
+    def poll(self) -> memoryview | asyncio.Future[None] | None:
+        """``take()`` for the steady state of a stream: the next payload bytes when some are buffered,
+        else the ``receive()`` future. None when the consumer must look closer: the body is completed,
+        the framing is broken (``failed``), the stream ended (``eof``) or was interrupted."""
+        if self.completed or self.failed is not None or self.interruption is not None:
+            return None
+        if self.start < self.end:
+            try:
+                data = self.take()
+            except ValueError as exc:
+                self.failed = exc
+                return None
+            if data:
+                return data
+            if self.completed:
+                return None
+        if self.eof:
+            return None
+        return self.receive()
 
     def view(self, start: int, stop: int) -> memoryview:
         """``buffer[start:stop]`` without a copy; valid until the consumer next awaits anything."""

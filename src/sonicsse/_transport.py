@@ -14,7 +14,7 @@ import contextvars
 import inspect
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import h2.errors  # aiosonic's HTTP/2 engine, one of its dependencies
@@ -192,19 +192,16 @@ class BodyReader:
     """
 
     __slots__ = (
-        "_chunked",
         "_closed",
+        "_completed",
         "_conn",
-        "_failed",
         "_h2_iter",
         "_inflater",
         "_interrupt_exc",
         "_leftover",
         "_mode",
-        "_remaining",
         "_response",
         "_rx",
-        "completed",
         "headers",
         "reason",
         "status",
@@ -215,13 +212,10 @@ class BodyReader:
         self.status: int = response.status_code
         self.reason: str = response.reason
         self.headers: Mapping[str, str] = response.headers
-        self.completed = False
+        self._completed = False  # HTTP/2 and unbuffered bodies, and close-delimited ones at EOF
         self._closed = False
-        self._failed: TransportError | None = None  # found by poll(), raised by read()
         self._leftover = False
         self._interrupt_exc: Exception | None = None
-        self._chunked: ChunkedDecoder | None = None
-        self._remaining = 0
         self._h2_iter: Any = None
         self._rx: BodyReceiver | None = None
         self._conn: Connection | None = None
@@ -252,16 +246,18 @@ class BodyReader:
             self._mode = "body"
         elif response.chunked:
             self._mode = "chunked"
-            self._chunked = ChunkedDecoder()
         elif response._remaining is not None:
             self._mode = "length" if response._remaining > 0 else "body"
-            self._remaining = response._remaining
         elif response.body or "content-length" in response.headers:
             self._mode = "body"  # aiosonic already read a (short) body
         else:
             self._mode = "close"
         if self._mode != "body":
-            self._rx = _receive_body(reader)
+            self._rx = rx = _receive_body(reader)
+            if self._mode == "chunked":
+                rx.set_framing(chunked=ChunkedDecoder())
+            elif self._mode == "length":
+                rx.set_framing(length=response._remaining)
         elif self._conn is None:
             # A stolen socket with nothing left to read: only this object knows it.
             reader._transport.abort()
@@ -279,6 +275,12 @@ class BodyReader:
         elif self._response._h2_chunk_queue is not None:
             self._response._h2_chunk_queue.put_nowait(exc)
 
+    @property
+    def completed(self) -> bool:
+        """The body was read to its end."""
+        rx = self._rx
+        return self._completed or (rx is not None and rx.completed)
+
     async def read(self) -> bytes | memoryview:
         """The next decoded body bytes; ``b""`` at the end of the body.
 
@@ -288,12 +290,11 @@ class BodyReader:
         """
         if self._closed:
             raise self._interrupt_exc or TransportError("the response was closed")
-        if self._failed is not None:
-            failed, self._failed = self._failed, None
-            raise failed
         rx = self._rx
         if rx is None:
             return await self._read_unbuffered()
+        if rx.failed is not None:  # found by poll()
+            raise TransportError(str(rx.failed))
         inflater = self._inflater
         while True:
             rx.check()
@@ -304,70 +305,41 @@ class BodyReader:
             if self.completed:
                 return inflater.flush() if inflater is not None else b""
             if rx.start < rx.end:
-                data: bytes | memoryview = self._dechunk(rx) if self._mode == "chunked" else self._take(rx)
+                try:
+                    data: bytes | memoryview = rx.take()
+                except ValueError as exc:
+                    raise TransportError(str(exc)) from None
                 if data and inflater is not None:
                     data = self._inflate(inflater, data)
                 if data:
                     return data
-                if self.completed:
+                if rx.completed:
                     continue
             if rx.eof:
                 self._at_eof(rx)
                 continue
             await rx.receive()
 
-    def poll(self) -> memoryview | asyncio.Future[None] | None:
-        """``read()`` without a coroutine, for the steady state of a stream: the next body bytes (a view,
-        as ``read()`` gives) when some are buffered, else a future that is done when more arrive. None
-        when ``read()`` must be used instead: at the end of the body, after an interrupt or an error,
-        with decompression, and for HTTP/2 bodies and bodies aiosonic already read."""
+    def poller(self) -> Callable[[], memoryview | asyncio.Future[None] | None] | None:
+        """What a consumer calls per read in the steady state of a stream, instead of awaiting
+        ``read()``: the receiver's ``poll()``, which gives the next body bytes (a view, as ``read()``
+        gives) when some are buffered, else a future that is done when more arrive, and None when
+        ``read()`` must be used instead (at the end of the body, after an interrupt or an error). None
+        for bodies that always need ``read()``: with decompression, HTTP/2, and bodies aiosonic already
+        read."""
         rx = self._rx
-        if (
-            rx is None
-            or self._inflater is not None
-            or self.completed
-            or self._failed is not None
-            or rx.interruption is not None
-        ):
+        if rx is None or self._inflater is not None:
             return None
-        if rx.start < rx.end:
-            if self._mode == "chunked":
-                try:
-                    data = self._dechunk(rx)
-                except TransportError as exc:
-                    self._failed = exc
-                    return None
-            else:
-                data = self._take(rx)
-            if data:
-                return data
-            if self.completed:
-                return None
-        if rx.eof:
-            return None
-        return rx.receive()
-
-    def _take(self, rx: BodyReceiver) -> memoryview:
-        """Everything received of a close-delimited body, or of a ``Content-Length`` one up to its end."""
-        start = rx.start
-        stop = rx.end
-        if self._mode == "length":
-            stop = min(stop, start + self._remaining)
-            self._remaining -= stop - start
-            if self._remaining == 0:
-                self.completed = True
-                self._leftover = stop < rx.end
-        rx.start = stop
-        return rx.view(start, stop)
+        return rx.poll
 
     def _at_eof(self, rx: BodyReceiver) -> None:
         """The peer ended the stream with everything received parsed: the end of the body, or an error."""
         if rx.lost is not None:
             raise TransportError(f"connection lost: {rx.lost!r}")
         if self._mode == "close":
-            self.completed = True
+            self._completed = True
         elif self._mode == "length":
-            raise TransportError(f"connection closed with {self._remaining} bytes of the body missing")
+            raise TransportError(f"connection closed with {rx.remaining} bytes of the body missing")
         else:
             raise TransportError("connection closed before the end of the chunked body")
 
@@ -399,7 +371,7 @@ class BodyReader:
         try:
             return bytes(await self._h2_iter.__anext__())
         except StopAsyncIteration:
-            self.completed = True
+            self._completed = True
             return b""
         except (OSError, ConnectionError) as exc:
             raise TransportError(f"connection lost: {exc!r}") from exc
@@ -414,21 +386,8 @@ class BodyReader:
             body = self._response.body
             if body:
                 return bytes(body)
-        self.completed = True
+        self._completed = True
         return b""
-
-    def _dechunk(self, rx: BodyReceiver) -> memoryview:
-        """De-chunk what was received, in place (see ChunkedDecoder); a partial framing line stays."""
-        chunked = self._chunked
-        assert chunked is not None
-        try:
-            out_start, out_end, rx.start = chunked.decode(rx.buffer, rx.start, rx.end)
-        except ValueError as exc:
-            raise TransportError(str(exc)) from None
-        if chunked.completed:
-            self.completed = True
-            self._leftover = chunked.leftover
-        return rx.view(out_start, out_end)
 
     def close(self, keep_connection: bool = False) -> None:
         """Close the response now: the socket is aborted unless the body was read to its end and
@@ -446,6 +405,9 @@ class BodyReader:
             return
         conn = self._conn
         rx = self._rx
+        if rx is not None:  # what the receiver knew of the body's end stays known
+            self._completed = self._completed or rx.completed
+            self._leftover = rx.leftover
         self._rx = None
         self._conn = None
         if conn is None:
@@ -455,7 +417,7 @@ class BodyReader:
             return
         reusable = (
             keep_connection
-            and self.completed
+            and self._completed
             and not self._leftover
             and conn.keep
             and self._mode != "close"

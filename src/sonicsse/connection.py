@@ -237,6 +237,8 @@ class SSEConnection:
         self._consumed_id: str | None = None  # the id as of the last batch the consumer finished
         self._saved_id: str | None = None
         self._body: BodyReader | None = None
+        # the body's per-read step while a stream is open (BodyReader.poller()), used by _step()
+        self._poll: Callable[[], memoryview | asyncio.Future[None] | None] | None = None
         self._last_status: int | None = None
         self._last_headers: Mapping[str, str] = {}
         self._closed = False
@@ -556,11 +558,11 @@ class SSEConnection:
         more bytes arrive. None when ``_next_batch()`` must run instead: to open or end a stream, after
         an error or an interrupt, when hooks need awaiting, and for a batch that screening cuts."""
         self._wait_since = 0.0
-        body = self._body
-        if body is None or not self._plain or self._pending_error is not None:
+        poll = self._poll
+        if poll is None or not self._plain or self._pending_error is not None:
             return None
         while True:
-            data = body.poll()
+            data = poll()
             if data is None:
                 return None
             if not isinstance(data, memoryview):
@@ -979,6 +981,7 @@ class SSEConnection:
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
         self._body = body
+        self._poll = body.poller()
         self._streams_opened += 1
         self._stream_events = 0
         self._opened_at = loop.time()
@@ -1002,6 +1005,7 @@ class SSEConnection:
     def _drop_body(self) -> None:
         body = self._body
         self._body = None
+        self._poll = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
