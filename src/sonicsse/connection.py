@@ -223,6 +223,7 @@ class SSEConnection:
     # becomes a 1.5 KiB hash table; each read's _step() looks up a dozen of them, cold in the cache
     # when 1,000 streams take turns. Slots are fixed offsets in the object.
     __slots__ = (
+        "__weakref__",  # SSEClient keeps its live connections in a WeakSet
         "_bad_ids_logged",
         "_body",
         "_bytes",
@@ -267,7 +268,6 @@ class SSEConnection:
         "_streams_opened",
         "_timer",
         "_wait_since",
-        "__weakref__",  # SSEClient keeps its live connections in a WeakSet
     )
 
     def __init__(self, client: HTTPClient, config: _Config) -> None:
