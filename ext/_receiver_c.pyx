@@ -151,7 +151,10 @@ cdef class ReceiverCore:
 
     def take(self):
         """The body bytes received and not taken yet, without their framing (see the pure twin)."""
-        return self._take()
+        data = self._take()
+        if data is None:
+            raise self.failed
+        return data
 
     def poll(self):
         """``take()`` for the steady state of a stream: the next payload bytes when some are buffered,
@@ -159,10 +162,8 @@ cdef class ReceiverCore:
         if self.completed or self.failed is not None or self.interruption is not None:
             return None
         if self.start < self.end:
-            try:
-                data = self._take()
-            except ValueError as exc:
-                self.failed = exc
+            data = self._take()
+            if data is None:
                 return None
             if len(data):
                 return data
@@ -173,12 +174,16 @@ cdef class ReceiverCore:
         return self.receive()
 
     cdef object _take(self):
+        """take(), but broken framing gives None, with the ValueError in ``failed``."""
         cdef Py_ssize_t start = self.start
         cdef Py_ssize_t stop = self.end
-        cdef Py_ssize_t out_start, out_end
         chunked = self._chunked
         if chunked is not None:
-            out_start, out_end, self.start = chunked.decode(self.buffer, start, stop)
+            try:
+                out_start, out_end, self.start = chunked.decode(self.buffer, start, stop)
+            except ValueError as exc:
+                self.failed = exc
+                return None
             if chunked.completed:
                 self.completed = True
                 self.leftover = chunked.leftover

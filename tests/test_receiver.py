@@ -11,8 +11,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_chunked import splits, wires
 
 from sonicsse import _receiver_py
+
+from conftest import NO_EXTENSIONS, load_module
 
 READ_SIZE = _receiver_py.READ_SIZE
 INITIAL_SIZE = _receiver_py.INITIAL_SIZE
@@ -268,3 +273,81 @@ async def test_poll_leaves_broken_framing_eof_and_interrupts_to_the_caller(
     deliver(rx, b"data: a\n\n")
     rx.interrupt(TimeoutError("no data"))
     assert rx.poll() is None
+
+
+async def test_take_keeps_broken_framing_as_failed(BodyReceiver: Any, chunked_cls: Any) -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    rx.set_framing(chunked=chunked_cls())
+    deliver(rx, b"5\r\ndata:\r\n")
+    assert bytes(rx.take()) == b"data:" and rx.failed is None
+    deliver(rx, b"5\r\nabcdeXY")  # the chunk's data is not followed by CRLF
+    assert bytes(rx.take()) == b"abcde" and rx.failed is None  # the payload before the break first
+    with pytest.raises(ValueError, match="no CRLF after chunk data") as caught:
+        rx.take()
+    assert rx.failed is caught.value and rx.poll() is None
+    with pytest.raises(ValueError, match="no CRLF after chunk data"):
+        rx.take()  # and again
+
+
+@pytest.mark.parametrize("chunked_impl", ["c", "py"])
+async def test_the_compiled_receiver_takes_either_chunked_decoder(chunked_impl: str) -> None:
+    # The receiver needs only decode(), completed and leftover of the decoder it is given.
+    receiver = load_module("c", "receiver")
+    chunked = load_module(chunked_impl, "chunked").ChunkedDecoder
+    for body, payload in ((b"5\r\ndata:\r\n0\r\n\r\n", b"data:"), (b"zz\r\n", None)):
+        rx = receiver.BodyReceiver(RecordingTransport(), None)
+        rx.set_framing(chunked=chunked())
+        deliver(rx, body)
+        if payload is None:
+            assert rx.poll() is None and "bad chunk size b'zz" in str(rx.failed)
+        else:
+            assert bytes(rx.poll()) == payload and rx.completed
+
+
+def drain(rx: Any, pieces: list[bytes]) -> tuple[bytes, bool, bool, str | None]:
+    """Deliver ``pieces`` one read at a time, polling as a stream's step does after each."""
+    payload = b""
+    for piece in pieces:
+        deliver(rx, piece)
+        while True:
+            got = rx.poll()
+            if not isinstance(got, memoryview):
+                break
+            payload += bytes(got)
+        if got is None:
+            break
+    failed = None if rx.failed is None else str(rx.failed)
+    return payload, rx.completed, rx.leftover, failed
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="built with SONICSSE_NO_EXTENSIONS: no compiled twin")
+@settings(max_examples=300, deadline=None)
+@given(
+    wires(),
+    st.sampled_from([b"", b"HTTP/1.1 200 OK\r\n"]),
+    st.lists(st.integers(0, 400), max_size=6),
+    st.sampled_from(["chunked", "length", "close"]),
+)
+async def test_compiled_and_pure_receivers_agree(
+    wire_and_payload: tuple[bytes, bytes | None], after: bytes, cuts: list[int], framing: str
+) -> None:
+    from sonicsse import _chunked_c, _chunked_py, _receiver_c
+
+    wire, payload = wire_and_payload
+    wire += after  # the next response on the connection, or nothing
+    pieces = splits(wire, *sorted(c for c in cuts if c <= len(wire)))
+    results = []
+    for receiver, chunked in ((_receiver_c, _chunked_c), (_receiver_py, _chunked_py)):
+        rx = receiver.BodyReceiver(RecordingTransport(), None)
+        if framing == "chunked":
+            rx.set_framing(chunked=chunked.ChunkedDecoder())
+        elif framing == "length":
+            rx.set_framing(length=max(1, len(wire) // 2))
+        results.append(drain(rx, pieces))
+    assert results[0] == results[1]
+    if framing == "chunked" and payload is not None:
+        assert results[0] == (payload, True, bool(after), None)
+    elif framing == "length" and wire:
+        assert results[0][0] == wire[: max(1, len(wire) // 2)]
+    elif framing == "close":
+        assert results[0] == (wire, False, False, None)

@@ -94,7 +94,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
         self.completed = False
         #: Bytes came after the end of the body (the connection cannot be reused).
         self.leftover = False
-        #: Why ``poll()`` found the framing broken (``take()`` raises it instead).
+        #: Why the framing is broken: the ValueError ``take()`` raised (``poll()`` gives None instead).
         self.failed: ValueError | None = None
         #: Bytes of a ``Content-Length`` body still to come; -1 when the body is not framed by length.
         self.remaining = -1
@@ -177,7 +177,11 @@ class BodyReceiver(asyncio.BufferedProtocol):
         start = self.start
         chunked = self._chunked
         if chunked is not None:
-            out_start, out_end, self.start = chunked.decode(self.buffer, start, self.end)
+            try:
+                out_start, out_end, self.start = chunked.decode(self.buffer, start, self.end)
+            except ValueError as exc:
+                self.failed = exc
+                raise
             if chunked.completed:
                 self.completed = True
                 self.leftover = chunked.leftover
@@ -201,8 +205,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
         if self.start < self.end:
             try:
                 data = self.take()
-            except ValueError as exc:
-                self.failed = exc
+            except ValueError:  # kept in self.failed
                 return None
             if data:
                 return data
