@@ -11,6 +11,7 @@ what a read cost beyond the socket.
 import asyncio
 
 from cpython.bytearray cimport PyByteArray_GET_SIZE
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 cdef enum:
     C_READ_SIZE = 1 << 16
@@ -22,11 +23,13 @@ READ_SIZE = C_READ_SIZE
 INITIAL_SIZE = C_INITIAL_SIZE
 CAPACITY = C_CAPACITY
 QUIET_READS = C_QUIET_READS
+MAX_LENGTH = PY_SSIZE_T_MAX
 
 cdef object Future = asyncio.Future
 cdef object get_running_loop = asyncio.get_running_loop
 # A loop whose create_future() is asyncio's own makes the same future as Future(loop=loop), which is
-# called directly; any other loop's create_future() is used (uvloop's, or a loop that instruments it).
+# called directly; any other create_future() is used (uvloop's, or one a subclass or an instrumenting
+# tool put on the loop or its class).
 cdef object BASE_CREATE_FUTURE = asyncio.BaseEventLoop.create_future
 
 
@@ -74,9 +77,9 @@ cdef class ReceiverCore:
         self.remaining = -1
         self._chunked = None
         self._loop = get_running_loop()
+        create_future = self._loop.create_future
         self._create_future = (
-            None if getattr(type(self._loop), "create_future", None) is BASE_CREATE_FUTURE
-            else self._loop.create_future
+            None if getattr(create_future, "__func__", None) is BASE_CREATE_FUTURE else create_future
         )
         self._waiter = None
         self._paused = False
@@ -147,7 +150,7 @@ cdef class ReceiverCore:
         """How the body ends: chunked transfer coding, undone by ``chunked``; ``length`` bytes
         (``Content-Length``); or neither, at the end of the stream (close-delimited, the default)."""
         self._chunked = chunked
-        self.remaining = -1 if length is None else length
+        self.remaining = -1 if length is None else min(length, PY_SSIZE_T_MAX)  # see the pure twin
 
     def take(self):
         """The body bytes received and not taken yet, without their framing (see the pure twin)."""

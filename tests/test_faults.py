@@ -249,6 +249,19 @@ async def test_connection_dropped_in_a_long_data_line_resumes_with_that_event_wh
     assert [event["data"] for event in seen[3:]] == [f"event {i}" for i in range(4, N + 1)]
 
 
+async def test_a_content_length_past_the_largest_int64_is_read_until_the_connection_ends() -> None:
+    """aiosonic passes any Content-Length through. One past 2**63 - 1 is held as that largest length by
+    both twins (the compiled receiver keeps it in a C integer): the events arrive, then the early end."""
+    seen: list[int] = []
+    script = lambda n, request: [head(framing="length", length=10**20), events(1, 5), CLOSE]  # noqa: E731
+    async with ScriptServer(script) as server, SSEClient() as client:
+        with pytest.raises(SSEConnectionError, match="bytes of the body missing"):
+            async with client.connect(server.url(), reconnect=False) as conn:
+                async for event in conn:
+                    seen.append(int(event["id"]))
+    assert seen == [1, 2, 3, 4, 5]
+
+
 async def test_never_answering_server_fails_within_the_timeout() -> None:
     async with ScriptServer(lambda n, request: [STALL]) as server:
         outcome = await collect(server.url(), read_timeout=0.3, reconnect=False)

@@ -351,3 +351,30 @@ async def test_compiled_and_pure_receivers_agree(
         assert results[0][0] == wire[: max(1, len(wire) // 2)]
     elif framing == "close":
         assert results[0] == (wire, False, False, None)
+
+
+async def test_a_length_past_the_largest_int64_is_held(BodyReceiver: Any, receiver_module: Any) -> None:
+    rx = BodyReceiver(RecordingTransport(), None, b"data: a\n\n")
+    rx.set_framing(length=10**20)  # aiosonic passes any Content-Length through
+    assert receiver_module.MAX_LENGTH == _receiver_py.MAX_LENGTH == 2**63 - 1
+    assert bytes(rx.take()) == b"data: a\n\n" and not rx.completed
+    assert rx.remaining == 2**63 - 1 - 9
+
+
+async def test_receive_uses_the_loops_create_future(BodyReceiver: Any) -> None:
+    # A create_future() put on the loop (an instrumenting tool, a subclass) makes the waits' futures.
+    loop = asyncio.get_running_loop()
+    if not hasattr(loop, "__dict__"):
+        pytest.skip("this loop takes no instance attributes (uvloop)")
+    made: list[asyncio.Future[None]] = []
+
+    def create_future() -> asyncio.Future[None]:
+        made.append(asyncio.Future(loop=loop))
+        return made[-1]
+
+    loop.create_future = create_future  # type: ignore[method-assign]
+    try:
+        rx = BodyReceiver(RecordingTransport(), None)
+        assert rx.receive() is made[0]
+    finally:
+        del loop.create_future  # type: ignore[method-assign]

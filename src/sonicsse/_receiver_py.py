@@ -22,6 +22,7 @@ picks one.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, Protocol
 
 __all__ = ["BodyReceiver"]
@@ -34,6 +35,8 @@ READ_SIZE = 1 << 16
 #: given. Above CAPACITY unread, the socket is paused.
 INITIAL_SIZE = 1 << 12
 CAPACITY = 1 << 18
+#: The largest Content-Length held (the compiled twin keeps it in a C ``Py_ssize_t``).
+MAX_LENGTH = sys.maxsize
 #: A grown buffer goes back to INITIAL_SIZE after this many reads in a row that would have fitted in it, so
 #: a stream that once had a burst does not keep 256 KiB for the rest of its life.
 QUIET_READS = 64
@@ -167,7 +170,9 @@ class BodyReceiver(asyncio.BufferedProtocol):
         """How the body ends: chunked transfer coding, undone by ``chunked``; ``length`` bytes
         (``Content-Length``); or neither, at the end of the stream (close-delimited, the default)."""
         self._chunked = chunked
-        self.remaining = -1 if length is None else length
+        # A Content-Length past 2**63 - 1 (aiosonic passes any header value through) never ends before
+        # the connection does: both twins hold it as that largest length.
+        self.remaining = -1 if length is None else min(length, MAX_LENGTH)
 
     def take(self) -> memoryview:
         """The body bytes received and not taken yet, without their framing: a view, valid until the

@@ -293,7 +293,7 @@ class BodyReader:
         rx = self._rx
         if rx is None:
             return await self._read_unbuffered()
-        if rx.failed is not None:  # found by poll()
+        if rx.failed is not None:  # found by poll() or an earlier read()
             raise TransportError(str(rx.failed))
         inflater = self._inflater
         while True:
