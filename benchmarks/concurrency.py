@@ -23,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +178,7 @@ class _TaskFloorStream(asyncio.BufferedProtocol):
         self.end = 0
         self.closed = False
         self.waiter: asyncio.Future[None] | None = None
+        self.owner: Any = None  # kept alive while the stream is read (aiosonic's response owns its socket)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.end == len(self.buffer):  # the consumer is behind: keep the newest bytes only
@@ -196,15 +198,15 @@ class _TaskFloorStream(asyncio.BufferedProtocol):
             self.waiter.set_result(None)
 
 
-async def _task_floor_stream(url: str, port: int, st: StreamStats) -> None:
+async def _consume_as_task(
+    proto: _TaskFloorStream, open_stream: Callable[[], Awaitable[asyncio.BaseTransport]], st: StreamStats
+) -> None:
+    """The task floors' consumer: open the stream, then count each read's events in this task."""
     loop = asyncio.get_running_loop()
-    proto = _TaskFloorStream()
     events = 0
     now = time.monotonic_ns
     try:
-        transport, _ = await loop.create_connection(lambda: proto, "127.0.0.1", port)
-        target = url.split(str(port), 1)[1]
-        transport.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        transport = await open_stream()
         while True:
             if not proto.end:
                 if proto.closed:
@@ -223,36 +225,34 @@ async def _task_floor_stream(url: str, port: int, st: StreamStats) -> None:
         st.completed += events == st.expected
 
 
-async def _aiosonic_floor_stream(http: Any, url: str, st: StreamStats) -> None:
-    loop = asyncio.get_running_loop()
+async def _task_floor_stream(url: str, port: int, st: StreamStats) -> None:
     proto = _TaskFloorStream()
-    events = 0
-    now = time.monotonic_ns
-    try:
+
+    async def open_stream() -> asyncio.BaseTransport:
+        transport, _ = await asyncio.get_running_loop().create_connection(lambda: proto, "127.0.0.1", port)
+        target = url.split(str(port), 1)[1]
+        transport.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        return transport
+
+    await _consume_as_task(proto, open_stream, st)
+
+
+async def _aiosonic_floor_stream(http: Any, url: str, st: StreamStats) -> None:
+    proto = _TaskFloorStream()
+
+    async def open_stream() -> asyncio.BaseTransport:
         response = await http.request(url)  # aiosonic sends the request and reads the status and headers
+        proto.owner = response
         reader = response._connection.reader
-        transport = reader._transport
+        transport: asyncio.BaseTransport = reader._transport
         initial = bytes(reader._buffer)
         reader._buffer.clear()
         proto.view[: len(initial)] = initial
         proto.end = len(initial)
         transport.set_protocol(proto)
-        while True:
-            if not proto.end:
-                if proto.closed:
-                    break
-                proto.waiter = loop.create_future()
-                await proto.waiter
-                continue
-            data = proto.buffer[: proto.end]
-            proto.end = 0
-            events += st.read(data, now(), events == 0)
-        transport.close()
-    except Exception as exc:
-        st.fail(exc)
-    finally:
-        st.events += events
-        st.completed += events == st.expected
+        return transport
+
+    await _consume_as_task(proto, open_stream, st)
 
 
 async def run_aiosonic_floor(urls: list[str], st: StreamStats) -> None:
