@@ -1,4 +1,7 @@
 # cython: language_level=3
+# cython: freethreading_compatible=True
+# Free-threading: the module keeps no mutable global state (only constants set at import), and each decoder
+# belongs to one response body.
 """The compiled twin of ``sonicsse._chunked_py``: HTTP/1.1 chunked transfer coding, undone in place.
 
 Same grammar and behaviour as the pure twin (see its docstring). Token streams arrive as one small chunk

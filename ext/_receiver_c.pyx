@@ -1,4 +1,7 @@
 # cython: language_level=3
+# cython: freethreading_compatible=True
+# Free-threading: the module keeps no mutable global state (only constants set at import), and each receiver
+# belongs to one connection, driven by one event loop.
 """The compiled twin of ``sonicsse._receiver_py``: a response body received into one reusable buffer.
 
 Same buffer, flow control, framing and wake-ups as the pure twin (see its docstring for the why of
