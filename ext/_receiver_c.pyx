@@ -204,10 +204,6 @@ cdef class ReceiverCore:
         self.start = stop
         return self._view[start:stop]
 
-    def view(self, Py_ssize_t start, Py_ssize_t stop):
-        """``buffer[start:stop]`` without a copy; valid until the consumer next awaits anything."""
-        return self._view[start:stop]
-
     def check(self):
         """Raise the exception given to ``interrupt()``, if any."""
         if self.interruption is not None:

@@ -220,10 +220,6 @@ class BodyReceiver(asyncio.BufferedProtocol):
             return None
         return self.receive()
 
-    def view(self, start: int, stop: int) -> memoryview:
-        """``buffer[start:stop]`` without a copy; valid until the consumer next awaits anything."""
-        return self._view[start:stop]
-
     def check(self) -> None:
         """Raise the exception given to ``interrupt()``, if any."""
         if self.interruption is not None:
