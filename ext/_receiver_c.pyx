@@ -9,18 +9,13 @@ each). The event loop calls ``get_buffer()`` and ``buffer_updated()`` once per s
 consumer calls ``poll()`` once per read and ``receive()`` once per read it waits for: with 1,000 streams
 each call finds the stream's state cold in the cache, and as Python functions they were a large part of
 what a read cost beyond the socket.
-
-Only this twin can also receive straight into the compiled decoder's held long data line
-(``land_into()``): while the consumer waits with everything before parsed, a read that continues the
-line goes into the str that line becomes, and the chunk framing between two chunks of it is parsed
-here, so that such a read neither copies the bytes again nor wakes the consumer.
 """
 
 import asyncio
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memchr
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from sonicsse._parser_c import SSEDecoder
 
@@ -307,8 +302,6 @@ cdef class ReceiverCore:
     cdef object _offer_landing(self):
         """A view into the sink's held line for the next read, or None (then the buffer is offered)."""
         cdef Py_ssize_t payload, head = 0
-        if self.completed or self.failed is not None or self.eof:
-            return None
         chunked = self._chunked
         if chunked is not None:
             # The same read may take the framing up to the next chunk's data ("\r\n", the size in
