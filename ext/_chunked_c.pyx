@@ -77,22 +77,6 @@ cdef class ChunkedDecoder:
         self._left = 0
         self._failed = None
 
-    @property
-    def payload_left(self):
-        """How many bytes of chunk data come next, before any framing (0 when framing comes next)."""
-        return self._left if self._state == 1 and self._failed is None else 0
-
-    def skip(self, long long n):
-        """The next ``n`` bytes (at most ``payload_left``) were chunk data that a receiver read straight
-        to where they go, without ``decode()``."""
-        if n == 0:
-            return
-        if n < 0 or self._state != 1 or self._failed is not None or <unsigned long long>n > self._left:
-            raise ValueError("skip() past the chunk data that comes next")
-        self._left -= <unsigned long long>n
-        if self._left == 0:
-            self._state = 2
-
     def decode(self, bytearray buffer not None, Py_ssize_t start, Py_ssize_t end):
         cdef Py_buffer view
         if self._failed is not None:

@@ -52,49 +52,9 @@ cdef extern from *:
         return 1;
     }
     #define sonicsse_text_data(op) ((char *)PyUnicode_DATA(op))
-
-    /* How many of the n bytes come before the first CR, LF or non-ASCII byte: the bytes a held data
-       line's str can take as they are. Sixteen at a time where SSE2 is there (every x86-64). */
-    #if defined(__SSE2__) || defined(_M_X64)
-    #include <emmintrin.h>
-    static Py_ssize_t sonicsse_plain_prefix(const char *p, Py_ssize_t n) {
-        const __m128i lf = _mm_set1_epi8(10), cr = _mm_set1_epi8(13);
-        Py_ssize_t i = 0;
-        for (; i + 16 <= n; i += 16) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
-            /* the top bit of each byte: set by a match (0xFF) or by a non-ASCII byte itself */
-            int mask = _mm_movemask_epi8(
-                _mm_or_si128(v, _mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr))));
-            if (mask) {
-                int k = 0;
-                while (!(mask & 1)) { mask >>= 1; k++; }
-                return i + k;
-            }
-        }
-        for (; i < n; i++) {
-            unsigned char c = (unsigned char)p[i];
-            if (c >= 0x80 || c == 10 || c == 13)
-                return i;
-        }
-        return n;
-    }
-    #else
-    static Py_ssize_t sonicsse_plain_prefix(const char *p, Py_ssize_t n) {
-        Py_ssize_t i = 0;
-        for (; i < n; i++) {
-            unsigned char c = (unsigned char)p[i];
-            if (c >= 0x80 || c == 10 || c == 13)
-                return i;
-        }
-        return n;
-    }
-    #endif
     """
     bint copy_ascii "sonicsse_copy_ascii" (char* dst, const char* src, Py_ssize_t n) noexcept
     char* text_data "sonicsse_text_data" (PyObject* text) noexcept  # the characters of a 1-byte str
-    Py_ssize_t plain_prefix "sonicsse_plain_prefix" (const char* p, Py_ssize_t n) noexcept
-    object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
-    int PyBUF_WRITE
 
 # Every event dict is a copy of this template with its values replaced: copying a small clean dict
 # clones its key table in one memcpy, cheaper than building the table key by key.
@@ -201,7 +161,6 @@ cdef class SSEDecoder:
     cdef Py_ssize_t _text_hint  # the length of the last such line: the next one starts with that room
     cdef object _data_text      # str | None: a finished _text, this block's data so far
     cdef bint _held_plain       # the line in _line is not to become a _text (checked once per line)
-    cdef Py_ssize_t _landing    # the size of the view the last _landing_view() gave (0: none out)
     cdef Py_ssize_t _data_start
     cdef bint _has_data
     cdef bint _skip_lf
@@ -259,7 +218,6 @@ cdef class SSEDecoder:
         self._last_raw.ptr = NULL
         self._last_raw.len = self._last_raw.cap = 0
         self._text = NULL
-        self._landing = 0
         self._numbers = NULL
 
     def __dealloc__(self):
@@ -392,7 +350,6 @@ cdef class SSEDecoder:
         """
         cdef Py_buffer view
         cdef list events = []
-        self._landing = 0
         if self._failed:
             raise SSEParsingError("the decoder failed earlier; call reset() before feeding it again")
         if self._feeding:
@@ -641,43 +598,7 @@ cdef class SSEDecoder:
     cdef void _drop_text(self) noexcept:
         Py_XDECREF(self._text)
         self._text = NULL
-        self._landing = 0
         self._text_len = self._text_cap = 0
-
-    # -- the receiver's side: body bytes received straight into the held _text ---------------------
-
-    def _landing_view(self, Py_ssize_t most):
-        """A writable view of up to ``most`` bytes after the held long data line, inside the str it
-        will become, for the receiver to read the next body bytes into: the copy out of the receive
-        buffer is then the kernel's. None when no such line is held, or its str is full (``feed()``
-        grows it, only if the line goes on: growing here for bytes that may end the line would copy
-        it for nothing). Call :meth:`_landed` before anything else uses the decoder: the view lives
-        as long as that."""
-        cdef Py_ssize_t limit
-        self._landing = 0
-        if self._text == NULL or self._failed or self._feeding or self._skip_lf or most <= 0:
-            return None
-        limit = self._max_line_size - self._text_head - self._text_len  # what feed() would accept
-        if most > limit:
-            most = limit
-        if most > self._text_cap - self._text_len:
-            most = self._text_cap - self._text_len
-        if most <= 0:
-            return None
-        self._landing = most
-        return PyMemoryView_FromMemory(text_data(self._text) + self._text_len, most, PyBUF_WRITE)
-
-    def _landed(self, Py_ssize_t n):
-        """``n`` bytes were written at the start of the last :meth:`_landing_view`. Keep the ones before
-        the first CR, LF or non-ASCII byte, exactly as :meth:`feed` would, and return how many: the
-        caller feeds the rest (still in the view) as usual."""
-        cdef Py_ssize_t kept
-        if not 0 <= n <= self._landing or self._text == NULL:
-            raise ValueError("_landed() without a _landing_view() that large")
-        self._landing = 0
-        kept = plain_prefix(text_data(self._text) + self._text_len, n)
-        self._text_len += kept
-        return kept
 
     cdef int _data_text_to_data(self) except -1:
         """Another data line follows a long one: the block's data continues as bytes in ``_data``."""

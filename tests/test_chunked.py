@@ -36,29 +36,6 @@ def test_whole_body_in_one_read(chunked_cls: Any) -> None:
     assert decoder.completed and not decoder.leftover
 
 
-def test_chunk_data_read_elsewhere_is_skipped(chunked_cls: Any) -> None:
-    """``payload_left`` and ``skip()``: a receiver may read a chunk's data past ``decode()``."""
-    dec = chunked_cls()
-    assert dec.payload_left == 0  # a size line comes first
-    buf = bytearray(b"a\r\n0123")
-    assert dec.decode(buf, 0, len(buf)) == (3, 7, 7)
-    assert dec.payload_left == 6
-    dec.skip(4)
-    assert dec.payload_left == 2
-    with pytest.raises(ValueError):
-        dec.skip(3)
-    with pytest.raises(ValueError):
-        dec.skip(-1)
-    dec.skip(2)
-    assert dec.payload_left == 0  # the CRLF after the data comes next
-    dec.skip(0)
-    with pytest.raises(ValueError):
-        dec.skip(1)
-    rest = bytearray(b"\r\n3\r\nxyz\r\n0\r\n\r\n")
-    assert dec.decode(rest, 0, len(rest)) == (5, 8, len(rest))
-    assert dec.completed and dec.payload_left == 0
-
-
 def test_every_single_split_point(chunked_cls: Any) -> None:
     for cut in range(len(SSE) + 1):
         decoder = chunked_cls()

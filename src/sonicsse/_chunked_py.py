@@ -46,20 +46,6 @@ class ChunkedDecoder:
         self._left = 0
         self._failed: ValueError | None = None
 
-    @property
-    def payload_left(self) -> int:
-        """How many bytes of chunk data come next, before any framing (0 when framing comes next)."""
-        return self._left if self._state == 1 and self._failed is None else 0
-
-    def skip(self, n: int) -> None:
-        """The next ``n`` bytes (at most ``payload_left``) were chunk data that a receiver read straight
-        to where they go, without ``decode()``."""
-        if not 0 <= n <= self.payload_left:
-            raise ValueError("skip() past the chunk data that comes next")
-        self._left -= n
-        if self._left == 0:
-            self._state = 2
-
     def decode(self, buffer: bytearray, start: int, end: int) -> tuple[int, int, int]:
         if self._failed is not None:
             raise self._failed

@@ -48,11 +48,6 @@ class Dechunker(Protocol):
     completed: bool
     leftover: bool
 
-    @property
-    def payload_left(self) -> int: ...
-
-    def skip(self, n: int) -> None: ...
-
     def decode(self, buffer: bytearray, start: int, end: int) -> tuple[int, int, int]: ...
 
 
@@ -77,8 +72,6 @@ class BodyReceiver(asyncio.BufferedProtocol):
         "eof",
         "failed",
         "interruption",
-        "landed",
-        "landed_at",
         "leftover",
         "lost",
         "remaining",
@@ -108,10 +101,6 @@ class BodyReceiver(asyncio.BufferedProtocol):
         self.failed: ValueError | None = None
         #: Bytes of a ``Content-Length`` body still to come; -1 when the body is not framed by length.
         self.remaining = -1
-        #: Payload bytes received straight into the decoder's held line (``land_into()``), which
-        #: ``take()`` and ``poll()`` never give, and the loop time of the last such read.
-        self.landed = 0
-        self.landed_at = 0.0
         self._chunked: Dechunker | None = None
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
@@ -184,15 +173,6 @@ class BodyReceiver(asyncio.BufferedProtocol):
         # A Content-Length past 2**63 - 1 (aiosonic passes any header value through) never ends before
         # the connection does: both twins hold it as that largest length.
         self.remaining = -1 if length is None else min(length, MAX_LENGTH)
-
-    def land_into(self, decoder: Any) -> None:
-        """Let the body bytes that continue a long data line held by ``decoder`` be received straight
-        into the str that line becomes (counted in ``landed``, never given by ``take()``).
-
-        Only the compiled twins can: the compiled decoder builds such a line in place, and the compiled
-        receiver reads into it. Here it does nothing, and every byte goes through ``take()``: the events
-        are the same either way.
-        """
 
     def take(self) -> memoryview:
         """The body bytes received and not taken yet, without their framing: a view, valid until the

@@ -320,22 +320,6 @@ class BodyReader:
                 continue
             await rx.receive()
 
-    def land_into(self, decoder: Any) -> None:
-        """Let the receiver read a long data line's bytes straight into ``decoder``'s str for it (see
-        ``BodyReceiver.land_into()``); not with decompression, nor for HTTP/2 and read bodies."""
-        if self._rx is not None and self._inflater is None:
-            self._rx.land_into(decoder)
-
-    @property
-    def landed(self) -> int:
-        """Body bytes the decoder was given that way, which ``read()`` and the poller never return."""
-        return self._rx.landed if self._rx is not None else 0
-
-    @property
-    def landed_at(self) -> float:
-        """The loop time of the last read that went straight to the decoder (0.0 for none)."""
-        return self._rx.landed_at if self._rx is not None else 0.0
-
     def poller(self) -> Callable[[], memoryview | asyncio.Future[None] | None] | None:
         """What a consumer calls per read in the steady state of a stream, instead of awaiting
         ``read()``: the receiver's ``poll()``, which gives the next body bytes (a view, as ``read()``

@@ -377,7 +377,7 @@ class SSEConnection:
         last = self._last_event_at if self._first_event_at is not None else self._created
         return SSEStats(
             events=self._events,
-            bytes=self._bytes + (self._body.landed if self._body is not None else 0),
+            bytes=self._bytes,
             reconnects=max(0, self._streams_opened - 1),
             time_to_first_event=first,
             time_since_last_event=now - last,
@@ -1033,7 +1033,6 @@ class SSEConnection:
         self._loop = loop
         self._body = body
         self._poll = body.poller()
-        body.land_into(self._decoder)
         self._streams_opened += 1
         self._stream_events = 0
         self._opened_at = loop.time()
@@ -1058,8 +1057,6 @@ class SSEConnection:
         body = self._body
         self._body = None
         self._poll = None
-        if body is not None:
-            self._bytes += body.landed
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -1083,8 +1080,6 @@ class SSEConnection:
         cfg = self._config
         now = loop.time()
         waiting = self._wait_since
-        if waiting:  # bytes that went straight to the decoder did not wake the consumer
-            waiting = max(waiting, body.landed_at)
         deadlines: list[tuple[float, str]] = []
         if cfg.read_timeout:
             deadlines.append(
