@@ -252,13 +252,19 @@ class _Discard(asyncio.BufferedProtocol):
             self._done.set_result(None)
 
 
-async def run_raw(url: str, tally: Tally, latency: bool) -> None:
-    """Floor: a raw asyncio socket that sends the request and reads and discards the response."""
+async def run_raw(
+    url: str,
+    tally: Tally,
+    latency: bool,
+    protocol: Callable[[Tally, bool, asyncio.Future[None]], _Discard] = _Discard,
+) -> None:
+    """Floor: a raw asyncio socket that sends the request and reads and discards the response
+    (``protocol`` makes the reader: ``benchmarks.coupling`` gives one that also spends CPU)."""
     loop = asyncio.get_running_loop()
     parts = urlsplit(url)
     done: asyncio.Future[None] = loop.create_future()
     transport, _ = await loop.create_connection(
-        lambda: _Discard(tally, latency, done), parts.hostname, parts.port
+        lambda: protocol(tally, latency, done), parts.hostname, parts.port
     )
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     transport.write(f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())

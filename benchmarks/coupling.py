@@ -18,59 +18,41 @@ import asyncio
 import os
 import time
 
-from .clients import _new_loop
+from .clients import Tally, _Discard, _new_loop, run_raw
 from .e2e import running_server
 from .workloads import build
 
-READ_SIZE = 1 << 18  # as the raw floor
 DEFAULT_BURNS = "0,50,100,200,400"
 
 
-class _BurningReader(asyncio.BufferedProtocol):
-    """Reads the response into one buffer and spins ``burn_s_per_byte`` per byte read."""
+class _BurningDiscard(_Discard):
+    """The raw floor's reader, spinning ``burn_s_per_byte`` on the clock per byte it reads."""
 
-    def __init__(self, burn_s_per_byte: float, done: asyncio.Future[int]) -> None:
-        self._buffer = memoryview(bytearray(READ_SIZE))
+    def __init__(
+        self, burn_s_per_byte: float, tally: Tally, latency: bool, done: asyncio.Future[None]
+    ) -> None:
+        super().__init__(tally, latency, done)
         self._burn = burn_s_per_byte
-        self._done = done
-        self.received = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(b"GET /w/large HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # type: ignore[attr-defined]
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.received += nbytes
+        super().buffer_updated(nbytes)
         if self._burn:
             until = time.perf_counter() + self._burn * nbytes
             while time.perf_counter() < until:
                 pass
 
-    def eof_received(self) -> bool:
-        return False
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._done.done():
-            self._done.set_result(self.received)
-
-
-async def _read_once(port: int, burn_us_per_mib: float) -> int:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[int] = loop.create_future()
-    burn = burn_us_per_mib / 1e6 / (1 << 20)
-    await loop.create_connection(lambda: _BurningReader(burn, done), "127.0.0.1", port)
-    return await done
-
-
-def measure(port: int, burn_us_per_mib: float, loop_kind: str) -> tuple[float, float, int]:
+def measure(url: str, burn_us_per_mib: float, loop_kind: str) -> tuple[float, float, int]:
     """One run: (wall s, CPU s, bytes received)."""
+    burn = burn_us_per_mib / 1e6 / (1 << 20)
+    tally = Tally()
     loop = _new_loop(loop_kind)
     try:
         wall, cpu = time.perf_counter(), time.process_time()
-        received = loop.run_until_complete(_read_once(port, burn_us_per_mib))
-        return time.perf_counter() - wall, time.process_time() - cpu, received
+        loop.run_until_complete(
+            run_raw(url, tally, False, lambda t, lat, done: _BurningDiscard(burn, t, lat, done))
+        )
+        return time.perf_counter() - wall, time.process_time() - cpu, tally.bytes
     finally:
         loop.close()
 
@@ -86,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         burns.insert(0, 0.0)
     expected = sum(len(w) for w in build("large", 1.0).writes) + len(build("large", 1.0).head)
     with running_server(1.0, ["large"], True) as port:
+        url = f"http://127.0.0.1:{port}/w/large"
         if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
             os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
         for loop_kind in args.loops.split(","):
@@ -93,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             for rep in range(args.reps):
                 order = burns[rep % len(burns) :] + burns[: rep % len(burns)]
                 for burn in order:
-                    wall, cpu, received = measure(port, burn, loop_kind)
+                    wall, cpu, received = measure(url, burn, loop_kind)
                     if received != expected:
                         raise SystemExit(f"burn {burn:g}: received {received} bytes, expected {expected}")
                     runs[burn].append((wall, cpu))
