@@ -132,13 +132,24 @@ def test_parse_retry_after() -> None:
 
 
 def test_build_headers_defaults_user_wins_and_last_event_id() -> None:
-    assert _policy.build_headers(None, "") == {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    assert _policy.build_headers(None, "") == {
+        "Accept": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "Accept-Encoding": "gzip, deflate",
+    }
     headers = _policy.build_headers({"accept": "*/*", "Authorization": "Bearer x"}, "42")
     assert headers == {
         "accept": "*/*",
         "Authorization": "Bearer x",
         "Cache-Control": "no-cache",
+        "Accept-Encoding": "gzip, deflate",
         "Last-Event-ID": "42",
+    }
+    # an explicit Accept-Encoding wins, including identity (no compression)
+    assert _policy.build_headers({"accept-encoding": "identity"}, "") == {
+        "accept-encoding": "identity",
+        "Accept": "text/event-stream",
+        "Cache-Control": "no-cache",
     }
     pairs = _policy.build_headers([("X-A", "1"), ("last-event-id", "old")], "")
     assert "last-event-id" not in {k.lower() for k in pairs}

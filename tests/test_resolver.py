@@ -64,7 +64,7 @@ async def test_concurrent_lookups_of_one_name_share_one() -> None:
     base = CountingResolver()
     resolver = SharedResolver(base)
     results = await asyncio.gather(*(resolver.resolve("example.test", 80) for _ in range(100)))
-    assert base.calls == [("example.test", 80, socket.AF_INET)]
+    assert base.calls == [("example.test", 80, socket.AF_UNSPEC)]
     assert all(r == results[0] for r in results) and results[0][0]["host"] == "10.0.0.1"
     # Other ports or names are other lookups; a finished lookup is not kept (aiosonic caches results).
     await asyncio.gather(resolver.resolve("example.test", 81), resolver.resolve("other.test", 80))

@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
 __all__ = [
+    "ACCEPT_ENCODING",
     "IDEMPOTENT_METHODS",
     "MIN_BACKOFF_MS",
     "REDIRECT_STATUSES",
@@ -148,14 +149,20 @@ def header_value_ok(value: str) -> bool:
     return _BAD_HEADER_VALUE.search(value) is None
 
 
+#: What sonicsse can inflate as the body arrives (``Content-Encoding``), asked for by default.
+ACCEPT_ENCODING = "gzip, deflate"
+
+
 def build_headers(
     user: Mapping[str, str] | Iterable[tuple[str, str]] | None, last_event_id: str
 ) -> dict[str, str]:
     """The request headers of one attempt.
 
-    ``Accept: text/event-stream`` and ``Cache-Control: no-cache`` are added unless the caller gave
-    them (user headers win, names compared case-insensitively). ``Last-Event-ID`` is the stream's
-    last event ID when it is non-empty and a valid header value; otherwise any is left out.
+    ``Accept: text/event-stream``, ``Cache-Control: no-cache`` and ``Accept-Encoding: gzip, deflate``
+    (the body is inflated as it arrives) are added unless the caller gave them (user headers win, names
+    compared case-insensitively; ``Accept-Encoding: identity`` asks for no compression).
+    ``Last-Event-ID`` is the stream's last event ID when it is non-empty and a valid header value;
+    otherwise any is left out.
     """
     items = user.items() if isinstance(user, Mapping) else (user or ())
     headers: dict[str, str] = {}
@@ -169,6 +176,8 @@ def build_headers(
         headers["Accept"] = "text/event-stream"
     if "cache-control" not in lower:
         headers["Cache-Control"] = "no-cache"
+    if "accept-encoding" not in lower:
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
     if last_event_id and header_value_ok(last_event_id):
         headers["Last-Event-ID"] = last_event_id
     return headers

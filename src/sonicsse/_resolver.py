@@ -50,8 +50,9 @@ class SharedResolver(AbstractResolver):  # type: ignore[misc]
         self._resolver = resolver if resolver is not None else DefaultResolver()
         self._pending: dict[tuple[str, int, int], asyncio.Future[list[HostInfo]]] = {}
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[HostInfo]:
-        """The addresses of ``host`` (a list of aiosonic's connection-info dicts)."""
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_UNSPEC) -> list[HostInfo]:
+        """The addresses of ``host`` (a list of aiosonic's connection-info dicts), IPv4 and IPv6 unless
+        ``family`` says which, in the order the system prefers them."""
         literal = _literal(host, port, family)
         if literal is not None:
             return literal

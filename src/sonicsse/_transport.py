@@ -10,63 +10,36 @@ framing (chunked, ``Content-Length`` or close-delimited).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import zlib
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import h2.errors  # aiosonic's HTTP/2 engine, one of its dependencies
 from aiosonic import HTTPClient
 from aiosonic.connection import Connection
-from aiosonic.connectors import TCPConnector
-from aiosonic.pools import PoolConfig, SmartPool
 
+from ._connector import DEFAULT_POOL_SIZE, HOLD, StreamConnector, make_http_client
 from ._hooks import logger
 from ._impl import BodyReceiver, ChunkedDecoder
-from ._resolver import SharedResolver
+from ._proxy import format_host
 
 __all__ = [
     "DEFAULT_POOL_SIZE",
     "BodyReader",
-    "HoldingConnection",
     "TransportError",
     "is_bad_response",
     "make_http_client",
     "open_response",
 ]
 
-#: Connections per pool of the HTTPClient an SSEClient creates: 1,000 streams to one host never wait.
-DEFAULT_POOL_SIZE = 1024
 #: Largest decompressed output handed over per read (the rest stays in zlib until the next read).
 _MAX_INFLATE = 1 << 20
-# Set while sonicsse sends a request: HoldingConnection then keeps the connection for the response
-# (even a close-delimited one) until the transport releases it.
-_HOLD: contextvars.ContextVar[bool] = contextvars.ContextVar("sonicsse_hold", default=False)
 
 
 class TransportError(Exception):
     """The body could not be read: the connection dropped, or its framing or compression was broken."""
-
-
-class HoldingConnection(Connection):  # type: ignore[misc]
-    """An aiosonic connection that stays with a sonicsse response until the body was read.
-
-    aiosonic releases (and, with ``Connection: close``, closes) a connection whose response has
-    no length and no chunked framing as soon as the headers were read, losing a close-delimited
-    body. While sonicsse sends a request, this class keeps such a connection blocked instead; the
-    transport releases it when the stream is closed.
-    """
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is not None:
-            # The request failed or was cancelled half-way: the socket's state is unknown. aiosonic would
-            # put a kept-alive connection back in the pool with its socket open; close it instead.
-            self.keep = False
-        elif _HOLD.get() and self.h2conn is None and self.reader is not None:
-            self.blocked = True
-        await super().__aexit__(exc_type, exc, tb)
 
 
 # aiosonic functions where a ValueError means the response could not be parsed (a bad Content-Length,
@@ -99,42 +72,6 @@ def is_bad_response(exc: BaseException) -> bool:
         innermost = tb.tb_frame.f_code.co_name
         tb = tb.tb_next
     return innermost in _RESPONSE_PARSING
-
-
-class LazyPool(SmartPool):  # type: ignore[misc]
-    """aiosonic's SmartPool, with its connection objects made when first needed.
-
-    SmartPool makes all of them up front: 1,024 for an SSEClient's pool, 1.5 ms per client.
-    """
-
-    def _init_pool(self, connection_cls: type[Connection]) -> None:
-        self._connection_cls = connection_cls
-        self._made = 0
-        self.pool: dict[Any, deque[Connection]] = {}
-        self._free_count = self.pool_size
-        self.sem = asyncio.Semaphore(self.pool_size)
-
-    async def acquire(self, urlparsed: Any = None) -> Connection:
-        if not self.pool and self._made < self.pool_size:
-            # Every connection made is in use: make one more (SmartPool.acquire takes it at once).
-            self._made += 1
-            self.pool[None] = deque([self._new_connection(self._connection_cls)])
-        return await super().acquire(urlparsed)
-
-
-def make_http_client(pool_size: int = DEFAULT_POOL_SIZE) -> HTTPClient:
-    """An ``aiosonic.HTTPClient`` suited to many long-lived streams.
-
-    Its pools hold ``pool_size`` connections (aiosonic's default is 30, which would make the 31st
-    concurrent stream to a host wait), and close-delimited bodies are readable.
-    """
-    connector = TCPConnector(
-        pool_configs={":default": PoolConfig(size=pool_size)},
-        connection_cls=HoldingConnection,
-        pool_cls=LazyPool,
-        resolver=SharedResolver(),
-    )
-    return HTTPClient(connector=connector)
 
 
 class _Inflater:
@@ -170,18 +107,110 @@ class _Inflater:
         return self._obj.flush()
 
 
-def _receive_body(reader: asyncio.StreamReader) -> BodyReceiver:
-    """Hand the socket behind ``reader`` to a BodyReceiver, with the body bytes the reader already holds."""
+def handover_refusal(reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None) -> str | None:
+    """Why the socket behind aiosonic's ``reader`` cannot be handed to a BodyReceiver, or None when it can.
+
+    The receiver must take the transport that the connection really reads through (the writer's: the
+    TLS one after ``start_tls``, where the reader still names the raw socket's), and every byte that
+    aiosonic's reader already holds. Both hold when the writer's transport delivers to the reader's
+    protocol and the reader's buffer is where asyncio keeps it.
+    """
+    if writer is None:
+        return "no writer"
+    if not isinstance(getattr(reader, "_buffer", None), bytearray):
+        return "the reader keeps no buffer where asyncio keeps it"
+    protocol = writer.transport.get_protocol()
+    if getattr(protocol, "_stream_reader", None) is not reader:
+        return "the writer's transport does not deliver to this reader"
+    return None
+
+
+def _receive_body(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None
+) -> tuple[BodyReceiver, _StreamPump | None]:
+    """Hand the socket behind ``reader`` to a BodyReceiver, with the body bytes the reader already holds;
+    or, where that cannot be done exactly (``handover_refusal``), feed the receiver from the reader
+    (the pump comes back too)."""
+    refusal = handover_refusal(reader, writer)
+    if refusal is not None:
+        logger.debug("sonicsse: reading the body through aiosonic's reader: %s", refusal)
+        pump = _StreamPump(reader, writer)
+        return pump.receiver, pump
+    assert writer is not None
+    transport = writer.transport
     buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
     initial = bytes(buffered)
     buffered.clear()
-    transport = reader._transport  # type: ignore[attr-defined]
     exc = reader.exception()
     ended = reader._eof or exc is not None  # type: ignore[attr-defined]
+    if reader._paused:  # type: ignore[attr-defined]
+        # The reader paused the transport it knows (under TLS, the raw socket's): nothing would arrive.
+        reader._paused = False  # type: ignore[attr-defined]
+        reader._transport.resume_reading()  # type: ignore[attr-defined]
     receiver = BodyReceiver(transport, transport.get_protocol(), initial, eof=ended)
     if exc is not None:
         receiver.lost = exc
-    return receiver
+    return receiver, None
+
+
+class _StreamPump:
+    """Feeds a BodyReceiver from aiosonic's ``StreamReader`` (the fallback of ``_receive_body``): a task
+    copies what ``read()`` gives into the receiver as the event loop would, and stands for the
+    transport the receiver pauses, resumes and aborts."""
+
+    __slots__ = ("_reader", "_running", "_task", "_writer", "receiver")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._running = asyncio.Event()
+        self._running.set()
+        self.receiver = BodyReceiver(self, None)
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        receiver = self.receiver
+        try:
+            while True:
+                await self._running.wait()
+                data = await self._reader.read(1 << 16)
+                if not data:
+                    receiver.eof_received()
+                    return
+                view = memoryview(data)
+                while view:
+                    room = receiver.get_buffer(len(view))
+                    n = min(len(room), len(view))
+                    room[:n] = view[:n]
+                    receiver.buffer_updated(n)
+                    view = view[n:]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            receiver.connection_lost(exc)
+
+    # -- what the receiver calls on its transport --------------------------------------------------
+
+    def set_protocol(self, protocol: Any) -> None:
+        pass
+
+    def is_reading(self) -> bool:
+        return self._running.is_set()
+
+    def pause_reading(self) -> None:
+        self._running.clear()
+
+    def resume_reading(self) -> None:
+        self._running.set()
+
+    def abort(self) -> None:
+        self.stop()
+        if self._writer is not None:
+            self._writer.transport.abort()
+
+    def stop(self) -> None:
+        """Stop reading: what the reader holds and what the socket has not given yet stay there."""
+        self._task.cancel()
 
 
 class BodyReader:
@@ -200,15 +229,25 @@ class BodyReader:
         "_interrupt_exc",
         "_leftover",
         "_mode",
+        "_pool_safe",
+        "_pump",
         "_response",
         "_rx",
+        "_streams",
         "headers",
         "reason",
         "status",
     )
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: Any, pool_safe: bool = True) -> None:
         self._response = response
+        # Whether the connection may go back to the pool after the body (a borrowed HTTPClient's pool
+        # does not know the TLS settings a socket was opened with).
+        self._pool_safe = pool_safe
+        # aiosonic's reader and writer of the socket, kept while this object owns the socket: the
+        # writer's finalizer closes the socket, which would end a close-delimited body early.
+        self._streams: tuple[Any, Any] | None = None
+        self._pump: _StreamPump | None = None
         self.status: int = response.status_code
         self.reason: str = response.reason
         self.headers: Mapping[str, str] = response.headers
@@ -234,6 +273,8 @@ class BodyReader:
             self._mode = "none"
             return
         reader = conn.reader
+        writer = conn.writer
+        self._streams = (reader, writer)
         if not conn.blocked:
             # A shared HTTPClient without HoldingConnection already put this connection back in its
             # pool: take the socket out of it, so no other request is sent over it.
@@ -253,14 +294,16 @@ class BodyReader:
         else:
             self._mode = "close"
         if self._mode != "body":
-            self._rx = rx = _receive_body(reader)
+            self._rx, self._pump = _receive_body(reader, writer)
+            rx = self._rx
             if self._mode == "chunked":
                 rx.set_framing(chunked=ChunkedDecoder())
             elif self._mode == "length":
                 rx.set_framing(length=response._remaining)
         elif self._conn is None:
             # A stolen socket with nothing left to read: only this object knows it.
-            reader._transport.abort()
+            (writer.transport if writer is not None else reader._transport).abort()
+            self._streams = None
 
     @property
     def unframed_lost(self) -> bool:
@@ -410,6 +453,9 @@ class BodyReader:
             self._leftover = rx.leftover
         self._rx = None
         self._conn = None
+        self._streams = None
+        if self._pump is not None:
+            self._pump.stop()
         if conn is None:
             # A stolen socket: only this object knows it.
             if rx is not None:
@@ -417,6 +463,7 @@ class BodyReader:
             return
         reusable = (
             keep_connection
+            and self._pool_safe
             and self._completed
             and not self._leftover
             and conn.keep
@@ -468,8 +515,28 @@ async def open_response(
     json: Any,
     request_kwargs: Mapping[str, Any],
 ) -> BodyReader:
-    """Send one request (no redirects followed) and give its response with the body unread."""
-    token = _HOLD.set(True)
+    """Send one request (no redirects followed) and give its response with the body unread.
+
+    With sonicsse's own HTTPClient, a plain-http request that goes through a proxy is sent by that
+    proxy's forwarding client. ``ssl`` applies to https only, and an IPv6 address gets the ``Host``
+    header aiosonic would write without brackets.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    kwargs = dict(request_kwargs)
+    if scheme != "https":
+        kwargs["ssl"] = None  # aiosonic would wrap a plain connection in it
+    connector = client.connector
+    ours = isinstance(connector, StreamConnector)
+    if ours:
+        client = connector.forwarding_client(scheme, host, port) or client
+    if ":" in host and not any(name.lower() == "host" for name in headers):
+        default = port == (443 if scheme == "https" else 80)
+        headers = {**headers, "Host": f"[{host}]" if default else format_host(host, port)}
+    pool_safe = ours or (kwargs.get("verify", True) and kwargs.get("ssl") is None)
+    token = HOLD.set(True)
     try:
         response = await client.request(
             url=url,
@@ -480,8 +547,8 @@ async def open_response(
             json=json,
             follow=False,
             stream=True,
-            **request_kwargs,
+            **kwargs,
         )
     finally:
-        _HOLD.reset(token)
-    return BodyReader(response)
+        HOLD.reset(token)
+    return BodyReader(response, pool_safe=bool(pool_safe))

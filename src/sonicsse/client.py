@@ -12,7 +12,8 @@ from typing import Any
 from aiosonic import HTTPClient
 from aiosonic.timeout import Timeouts
 
-from ._transport import DEFAULT_POOL_SIZE, make_http_client
+from ._connector import DEFAULT_POOL_SIZE, StreamConnector
+from ._proxy import ProxyRoutes
 from ._types import CommentCallback, Event
 from .checkpoint import CheckpointStore
 from .connection import HeadersArg, SSEConnection, _Config
@@ -61,14 +62,33 @@ class SSEClient:
         pool_size: connections per pool of the client's own HTTPClient (default 1024, so that 1,000
             concurrent streams to one host never wait for a connection; aiosonic's default is 30).
             Ignored with ``http_client``.
+        proxy: an ``http://[user:password@]host:port`` proxy for every request: https through a
+            ``CONNECT`` tunnel (any port), plain http by sending it the absolute URL. Credentials never
+            appear in logs or errors. Not with ``http_client`` (set the proxy on that client).
+        trust_env: with no ``proxy``, use the environment's ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
+            ``ALL_PROXY`` (lower-case forms too), except for the hosts in ``NO_PROXY`` (names, IP
+            addresses, CIDR ranges, ``*``), as httpx and requests do; read when the client is made.
+            With no ``NO_PROXY``, loopback addresses go through the proxy too. Ignored with
+            ``http_client``.
 
     Use as ``async with SSEClient() as client:`` or call ``await client.close()``.
     """
 
-    def __init__(self, http_client: HTTPClient | None = None, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(
+        self,
+        http_client: HTTPClient | None = None,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        proxy: str | None = None,
+        trust_env: bool = True,
+    ) -> None:
+        if http_client is not None and proxy is not None:
+            raise TypeError("proxy= applies to the client SSEClient makes: set the proxy on http_client")
         self._client = http_client
         self._owns_client = http_client is None
         self._pool_size = pool_size
+        # Checked now, so that a bad proxy URL (or proxy variable) fails here, not on the first request.
+        self._routes = ProxyRoutes(proxy, trust_env) if http_client is None else None
         self._live: weakref.WeakSet[SSEConnection] = weakref.WeakSet()
 
     @property
@@ -78,7 +98,8 @@ class SSEClient:
 
     def _http(self) -> HTTPClient:
         if self._client is None:
-            self._client = make_http_client(self._pool_size)
+            assert self._routes is not None
+            self._client = HTTPClient(connector=StreamConnector(self._routes, self._pool_size))
         return self._client
 
     def connect(
