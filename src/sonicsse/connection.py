@@ -33,6 +33,7 @@ from ._hooks import call_hook, is_secret_name, logger, redact_headers, redact_ur
 from ._impl import EventIterator, SSEDecoder
 from ._inband import error_from_event
 from ._transport import BodyReader, TransportError, is_bad_response, open_response
+from ._tunnel import ProxyError
 from ._types import CommentCallback, Event
 from .exceptions import SSEConnectionError, SSEParsingError, SSEServerError
 
@@ -909,6 +910,13 @@ class SSEConnection:
                 raise SSEConnectionError(
                     f"TLS certificate verification failed: {exc}", method=method.upper(), url=url
                 ) from exc
+            except ProxyError as exc:
+                if exc.permanent:  # the proxy's credentials or its policy: asking again will not help
+                    self._finished = True
+                    raise SSEConnectionError(
+                        str(exc), method=method.upper(), url=url, status=exc.status
+                    ) from exc
+                raise _Retryable(str(exc), status=exc.status, unprocessed=True) from exc
             except (ValueError, TypeError) as exc:
                 if not is_bad_response(exc):
                     raise  # invalid arguments (e.g. a header value aiosonic refuses)
