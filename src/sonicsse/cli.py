@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import IO, Any, NoReturn, TextIO
 
+from ._proxy import parse_proxy_url
 from ._types import Event
 from ._version import __version__
 
@@ -163,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("--http2", action="store_true", help="use HTTP/2")
     req.add_argument("-k", "--insecure", action="store_true", help="do not verify the TLS certificate")
     req.add_argument("-L", "--follow", action="store_true", help="follow redirects")
+    req.add_argument(
+        "-x",
+        "--proxy",
+        metavar="URL",
+        help="send requests through this http:// proxy ([user:password@]host:port); https goes through "
+        "a CONNECT tunnel. Default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, except NO_PROXY hosts",
+    )
+    req.add_argument(
+        "--no-env-proxy",
+        action="store_true",
+        help="ignore the proxy environment variables (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)",
+    )
 
     rec = parser.add_argument_group("reconnection")
     rec.add_argument("--no-reconnect", action="store_true", help="stop when the stream ends or fails")
@@ -630,7 +643,11 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
     try:
         if limit == 0:
             return EXIT_OK
-        async with _client_mod.SSEClient() as client:
+        try:
+            client = _client_mod.SSEClient(proxy=args.proxy, trust_env=not args.no_env_proxy)
+        except ValueError as e:  # a proxy variable of the environment that is not an http:// proxy URL
+            return _fail(f"proxy: {e}")
+        async with client:
             while True:
                 kwargs = dict(request)
                 if wanted:
@@ -703,6 +720,11 @@ def _build_request(args: argparse.Namespace) -> dict[str, Any]:
     scheme = url.split("://", 1)[0].lower()
     if scheme not in ("http", "https"):
         raise _UsageError(f"unsupported URL scheme {scheme!r}: use http:// or https://")
+    if args.proxy is not None:
+        try:
+            parse_proxy_url(args.proxy)
+        except ValueError as e:
+            raise _UsageError(f"-x/--proxy: {e}") from None
     if args.data is not None and args.json_body is not None:
         raise _UsageError("-d/--data and --json BODY cannot be combined")
     if args.bare_json and args.output != "json":
@@ -810,7 +832,8 @@ async def _demo(args: argparse.Namespace) -> int:
                     f"(decoder: {IMPLEMENTATION}, loop: {loop_name})"
                 )
             )
-            async with _client_mod.SSEClient() as client:
+            # The embedded server is on loopback: never through the environment's proxy.
+            async with _client_mod.SSEClient(trust_env=False) as client:
                 # 1. An LLM-style answer: POST, OpenAI-style JSON chunks, [DONE] at the end.
                 say()
                 say(style.bold("1. LLM token stream") + style.dim("  POST /v1/chat/completions, iter_json()"))
