@@ -13,6 +13,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "CLOSE",
@@ -21,12 +22,14 @@ __all__ = [
     "STALL",
     "Request",
     "ScriptServer",
+    "TunnelProxy",
     "aiohttp_server",
     "chunk",
     "gzip_chunks",
     "head",
     "sse_chunked",
     "sse_close",
+    "sse_length",
 ]
 
 #: Script steps besides bytes (written and drained) and numbers (seconds to sleep).
@@ -109,6 +112,12 @@ def sse_close(*pieces: bytes) -> list[Step]:
     return [head(framing="close"), *pieces, CLOSE]
 
 
+def sse_length(*pieces: bytes) -> list[Step]:
+    """A 200 event stream with a ``Content-Length`` body."""
+    body = b"".join(pieces)
+    return [head(framing="length", length=len(body)), *pieces]
+
+
 def gzip_chunks(pieces: Sequence[bytes], wbits: int = 31) -> list[bytes]:
     """Compress pieces as one gzip (``wbits=31``) or zlib-deflate (15) stream, flushed after each piece."""
     comp = zlib.compressobj(9, zlib.DEFLATED, wbits)
@@ -125,7 +134,15 @@ class ScriptServer:
     the server reads the next request from the same socket.
     """
 
-    def __init__(self, script: Script | Sequence[Sequence[Step]]) -> None:
+    def __init__(
+        self,
+        script: Script | Sequence[Sequence[Step]],
+        *,
+        ssl: Any = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self._ssl = ssl
+        self.host = host
         if callable(script):
             self._script: Script = script
         else:
@@ -140,10 +157,12 @@ class ScriptServer:
         self.port = 0
 
     def url(self, path: str = "/sse") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self._ssl is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}{path}"
 
     async def __aenter__(self) -> ScriptServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, self.host, 0, ssl=self._ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -184,6 +203,8 @@ class ScriptServer:
                 if ended:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        except OSError:  # a TLS client that went away (or refused our certificate)
             pass
         finally:
             conn.gone_at = asyncio.get_running_loop().time()
@@ -345,3 +366,92 @@ class H2Server:
             writer.transport.abort()
             self._writers.discard(writer)
             self._tasks.discard(task)
+
+
+class TunnelProxy:
+    """A small HTTP proxy on 127.0.0.1: ``CONNECT host:port`` opens a tunnel (a byte relay), and a request
+    with an absolute URL is relayed to its origin with the request line in origin form.
+
+    ``auth``: the ``Proxy-Authorization`` value it insists on (407 without it). ``connect_port``: tunnel
+    to this port whatever port ``CONNECT`` names. ``heads`` records the request head (first line and
+    headers, lower-case names) of every request it received.
+    """
+
+    def __init__(self, auth: str | None = None, connect_port: int | None = None) -> None:
+        self.auth = auth
+        self.connect_port = connect_port
+        self.heads: list[tuple[str, dict[str, str]]] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> TunnelProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            raw = await reader.readuntil(b"\r\n\r\n")
+            lines = raw.decode("latin-1").split("\r\n")
+            pairs = (line.partition(":") for line in lines[1:] if line)
+            headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
+            self.heads.append((lines[0], headers))
+            method, target, version = lines[0].split(" ", 2)
+            if self.auth is not None and headers.get("proxy-authorization") != self.auth:
+                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                return
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                port = str(self.connect_port or port)
+                up_reader, upstream = await asyncio.open_connection(host.strip("[]"), int(port))
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                rest = b""
+            else:
+                parts = urlsplit(target)
+                up_reader, upstream = await asyncio.open_connection(parts.hostname, parts.port or 80)
+                path = parts.path + (f"?{parts.query}" if parts.query else "")
+                kept = [line for line in lines[1:] if not line.lower().startswith("proxy-")]
+                rest = (f"{method} {path} {version}\r\n" + "\r\n".join(kept)).encode("latin-1")
+            upstream.write(rest)
+            self._writers.add(upstream)
+            await asyncio.gather(_relay(reader, upstream), _relay(up_reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+            if upstream is not None:
+                upstream.transport.abort()
+                self._writers.discard(upstream)
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+
+
+async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        if writer.can_write_eof():
+            with contextlib.suppress(OSError):
+                writer.write_eof()

@@ -119,6 +119,8 @@ def handover_refusal(reader: asyncio.StreamReader, writer: asyncio.StreamWriter 
         return "no writer"
     if not isinstance(getattr(reader, "_buffer", None), bytearray):
         return "the reader keeps no buffer where asyncio keeps it"
+    if getattr(reader, "_eof", False) or reader.exception() is not None:
+        return None  # the connection is over: the reader holds all there is
     protocol = writer.transport.get_protocol()
     if getattr(protocol, "_stream_reader", None) is not reader:
         return "the writer's transport does not deliver to this reader"

@@ -939,7 +939,9 @@ class SSEConnection:
                     body.close()
                     self._finished = True
                     raise SSEConnectionError(
-                        "close-delimited body lost: use an HTTPClient from sonicsse.make_http_client()",
+                        "close-delimited body lost: the HTTPClient closed the connection (Connection: close)"
+                        " before the body was read; use SSEClient() without http_client, or an HTTPClient"
+                        " from sonicsse.make_http_client()",
                         method=method.upper(),
                         url=url,
                         status=body.status,
