@@ -17,6 +17,13 @@ except ImportError:  # pragma: no cover - uvloop is not available on Windows
 
 NO_EXTENSIONS = bool(os.environ.get("SONICSSE_NO_EXTENSIONS"))
 
+# Every test talks to servers on loopback that it starts itself: a developer's proxy settings (which send
+# loopback through the proxy when NO_PROXY is not set) must not reach them. Tests of proxy settings set
+# their own with monkeypatch.
+for _name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+    os.environ.pop(_name, None)
+    os.environ.pop(_name.upper(), None)
+
 IMPLEMENTATIONS = ["c", "py"]
 
 

@@ -334,20 +334,6 @@ async def test_ipv6_literal_url(tls: bool, server_ssl: ssl.SSLContext, client_ss
     assert origin.requests[0].headers["host"] == f"[::1]:{origin.port}"
 
 
-@ipv6
-async def test_a_name_with_only_an_ipv6_address_connects() -> None:
-    try:
-        infos = socket.getaddrinfo("localhost", 80, socket.AF_INET6)
-    except OSError:
-        pytest.skip("localhost has no IPv6 address here")
-    assert infos
-    async with ScriptServer([sse_chunked(b"data: six\n\n")], host="::1") as origin:
-        async with SSEClient() as client:
-            url = f"http://localhost:{origin.port}/sse"
-            async with client.connect(url, reconnect=False) as conn:
-                assert await _read_all(conn) == ["six"]
-
-
 # -- compression by default ------------------------------------------------------------------------------
 
 
@@ -475,3 +461,43 @@ async def test_fallback_reader_large_events(forced_fallback: None) -> None:
             async with client.connect(origin.url(), reconnect=False) as conn:
                 got = await _read_all(conn)
     assert [len(d) for d in got] == [3 << 20, 3] and got[1] == "end"
+
+
+class _FixedResolver:
+    """Answers every name with the given addresses (aiosonic's connection-info dicts), in that order."""
+
+    def __init__(self, *addresses: tuple[str, int]) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": fixed_port or port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": socket.IPPROTO_TCP,
+                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            }
+            for address, fixed_port in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+@ipv6
+async def test_a_name_with_only_an_ipv6_address_connects_and_unreachable_addresses_are_skipped() -> None:
+    """The addresses of a name are tried in the resolver's order until one connects: a name whose only
+    address is IPv6, and a name whose first address refuses the connection."""
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        refused_port = closed.getsockname()[1]
+    async with ScriptServer([sse_chunked(b"data: six\n\n")], host="::1") as origin:
+        for resolver in (_FixedResolver(("::1", 0)), _FixedResolver(("127.0.0.1", refused_port), ("::1", 0))):
+            async with SSEClient(trust_env=False) as client:
+                client.http_client.connector.resolver = resolver
+                url = f"http://only-six.test:{origin.port}/sse"
+                async with client.connect(url, reconnect=False) as conn:
+                    assert await _read_all(conn) == ["six"]
+    assert [r.headers["host"] for r in origin.requests] == [f"only-six.test:{origin.port}"] * 2
