@@ -435,6 +435,9 @@ def test_connection_refused_exits_1_at_once(extra: list[str]) -> None:
         ["http://127.0.0.1:1/", "-n", "-1"],
         ["http://127.0.0.1:1/", "--bogus"],
         ["ftp://127.0.0.1:1/"],
+        ["http://127.0.0.1:99999/"],
+        ["http://127.0.0.1:abc/"],
+        ["http://not a url/"],
         ["http://127.0.0.1:1/", "-d", "x", "--json", "{}"],
         ["http://127.0.0.1:1/", "-d", "@/nonexistent/body"],
         ["http://127.0.0.1:1/", "--jsonl", "--data-only"],
@@ -447,6 +450,8 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     r = cli(*args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "usage:" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len([line for line in r.stderr.splitlines() if "error:" in line]) == 1
     assert r.stdout == ""
 
 

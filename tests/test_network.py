@@ -20,7 +20,7 @@ import pytest
 import trustme
 
 import sonicsse._transport
-from sonicsse import SSEClient, SSEConnectionError
+from sonicsse import SSEClient, SSEConnectionError, SSEInvalidURLError
 
 from servers import (
     CLOSE,
@@ -501,3 +501,12 @@ async def test_a_name_with_only_an_ipv6_address_connects_and_unreachable_address
                 async with client.connect(url, reconnect=False) as conn:
                     assert await _read_all(conn) == ["six"]
     assert [r.headers["host"] for r in origin.requests] == [f"only-six.test:{origin.port}"] * 2
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/sse", "http://127.0.0.1:abc/sse", "not a url", "ftp://h/"])
+async def test_an_invalid_url_is_a_typed_error_at_once(url: str) -> None:
+    async with SSEClient() as client:
+        with pytest.raises(SSEInvalidURLError) as info:
+            client.connect(url)  # raised by connect() itself: nothing is sent, nothing is retried
+    assert isinstance(info.value, SSEConnectionError) and isinstance(info.value, ValueError)
+    assert info.value.status is None

@@ -181,3 +181,30 @@ def test_redirect_request(
     status: int, method: str, location: str | None, expected: tuple[str, str, bool] | None
 ) -> None:
     assert _policy.redirect_request(status, method, "http://h/a/c", location) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999/", "invalid port '99999'"),
+        ("http://127.0.0.1:abc/", "invalid port 'abc'"),
+        ("http://h:0/", "invalid port '0'"),
+        ("not a url", "spaces or control characters"),
+        ("http://not a url/", "spaces or control characters"),
+        ("ftp://example.com/", "unsupported URL scheme 'ftp'"),
+        ("localhost:8080/events", "no scheme"),
+        ("/events", "no scheme"),
+        ("http:///events", "no host"),
+        ("", "empty"),
+    ],
+)
+def test_url_problem_names_what_is_wrong(url: str, problem: str) -> None:
+    found = _policy.url_problem(url)
+    assert found is not None and problem in found
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8765/events?n=3", "https://[::1]/x", "HTTPS://Example.com:443", "http://h:65535"]
+)
+def test_url_problem_accepts_requestable_urls(url: str) -> None:
+    assert _policy.url_problem(url) is None

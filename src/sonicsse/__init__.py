@@ -9,7 +9,7 @@ from ._version import __version__
 from .checkpoint import CheckpointStore, FileCheckpoint
 from .client import SSEClient, SSEConnect
 from .connection import SSEConnection, SSEStats
-from .exceptions import SSEConnectionError, SSEError, SSEParsingError, SSEServerError
+from .exceptions import SSEConnectionError, SSEError, SSEInvalidURLError, SSEParsingError, SSEServerError
 
 __all__ = [
     "IMPLEMENTATION",
@@ -22,6 +22,7 @@ __all__ = [
     "SSEConnectionError",
     "SSEDecoder",
     "SSEError",
+    "SSEInvalidURLError",
     "SSEParsingError",
     "SSEServerError",
     "SSEStats",

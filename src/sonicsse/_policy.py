@@ -11,7 +11,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -28,6 +28,7 @@ __all__ = [
     "parse_retry_after",
     "reconnect_delay",
     "redirect_request",
+    "url_problem",
 ]
 
 #: Methods whose request may be sent again without a side effect being repeated (RFC 9110, 9.2.2).
@@ -198,3 +199,33 @@ def redirect_request(
     if status == 303 or (status in (301, 302) and upper == "POST"):
         return "GET", target, False
     return method, target, True
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be requested (a message for a person), or None when it can."""
+    if not isinstance(url, str):
+        return f"the URL must be a str, not {type(url).__name__}"
+    text = url.strip()
+    if not text:
+        return "the URL is empty"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        return "the URL contains spaces or control characters (quote them as %20 and the like)"
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:
+        return f"the URL cannot be parsed: {exc}"
+    scheme = parts.scheme.lower()
+    if not scheme or "://" not in text:
+        return "the URL has no scheme: start it with http:// or https://"
+    if scheme not in ("http", "https"):
+        return f"unsupported URL scheme {scheme!r}: use http:// or https://"
+    if not parts.hostname:
+        return "the URL has no host"
+    try:
+        parts.port  # noqa: B018 - the property validates the port
+    except ValueError:
+        port = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        return f"invalid port {port!r}: a port is a number from 1 to 65535"
+    if parts.port == 0:
+        return "invalid port '0': a port is a number from 1 to 65535"
+    return None

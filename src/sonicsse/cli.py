@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import IO, Any, NoReturn, TextIO
 
+from . import _policy
 from ._proxy import parse_proxy_url
 from ._types import Event
 from ._version import __version__
@@ -609,7 +610,6 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
     an error ends the run at once (exit 1). Once a stream was open, reconnection follows the
     options (``--max-retries``, default: never give up), with ``Last-Event-ID``.
     """
-    from . import _policy
     from . import client as _client_mod
     from .exceptions import SSEConnectionError, SSEError
 
@@ -717,9 +717,9 @@ def _build_request(args: argparse.Namespace) -> dict[str, Any]:
         raise _UsageError("the following arguments are required: URL")
     if "://" not in url:
         url = "http://" + url
-    scheme = url.split("://", 1)[0].lower()
-    if scheme not in ("http", "https"):
-        raise _UsageError(f"unsupported URL scheme {scheme!r}: use http:// or https://")
+    problem = _policy.url_problem(url)  # the library's own rule, so both refuse the same URLs
+    if problem is not None:
+        raise _UsageError(f"{url}: {problem}")
     if args.proxy is not None:
         try:
             parse_proxy_url(args.proxy)

@@ -13,10 +13,12 @@ from aiosonic import HTTPClient
 from aiosonic.timeout import Timeouts
 
 from ._connector import DEFAULT_POOL_SIZE, StreamConnector
+from ._policy import url_problem
 from ._proxy import ProxyRoutes
 from ._types import CommentCallback, Event
 from .checkpoint import CheckpointStore
 from .connection import HeadersArg, SSEConnection, _Config
+from .exceptions import SSEInvalidURLError
 
 __all__ = ["SSEClient", "SSEConnect"]
 
@@ -191,9 +193,14 @@ class SSEClient:
                 Callbacks may be plain or coroutine functions; an exception in one ends the stream.
 
         Raises:
+            SSEInvalidURLError: at once, when ``url`` cannot be requested (not http or https, no host,
+                a bad port); never retried.
             SSEConnectionError: the stream could not be opened (with ``reconnect=False``, or for
                 a permanent failure: 4xx, wrong content type, missing redirect target).
         """
+        problem = url_problem(url)
+        if problem is not None:
+            raise SSEInvalidURLError(problem, method=str(method).upper(), url=str(url))
         if timeouts is None and read_timeout:
             # aiosonic waits sock_read (30 s by default) for the status line: a server that accepts
             # and never answers is dead after read_timeout, like a stalled body.

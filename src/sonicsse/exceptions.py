@@ -17,7 +17,7 @@ from ._hooks import redact_url
 if TYPE_CHECKING:
     from ._types import Event
 
-__all__ = ["SSEConnectionError", "SSEError", "SSEParsingError", "SSEServerError"]
+__all__ = ["SSEConnectionError", "SSEError", "SSEInvalidURLError", "SSEParsingError", "SSEServerError"]
 
 
 class SSEError(Exception):
@@ -102,6 +102,11 @@ class SSEConnectionError(SSEError, _AiosonicSSEConnectionError):
         self.url = url
         self.status = status
         self.body = body
+
+
+class SSEInvalidURLError(SSEConnectionError, ValueError):
+    """The URL cannot be requested: not ``http://`` or ``https://``, no host, or a bad port. Raised at
+    once by ``connect()`` (or for a redirect's ``Location``), never retried; also a ``ValueError``."""
 
 
 class SSEServerError(SSEConnectionError):
