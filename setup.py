@@ -24,8 +24,13 @@ def banner(*lines: str) -> None:
     print(rule, *lines, rule, sep="\n", file=sys.stderr)
 
 
+def switched_off(value: str | None) -> bool:
+    """As ``sonicsse._impl.switched_off``: ``0``, ``false``, ``no``, ``off`` and empty mean "not set"."""
+    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def skip_reason() -> str | None:
-    if os.environ.get("SONICSSE_NO_EXTENSIONS"):
+    if switched_off(os.environ.get("SONICSSE_NO_EXTENSIONS")):
         return "SONICSSE_NO_EXTENSIONS is set"
     if platform.python_implementation() != "CPython":
         return f"{platform.python_implementation()} is not CPython"

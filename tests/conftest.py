@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
+from sonicsse._impl import switched_off
+
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is not available on Windows
     uvloop = None
 
-NO_EXTENSIONS = bool(os.environ.get("SONICSSE_NO_EXTENSIONS"))
+NO_EXTENSIONS = switched_off(os.environ.get("SONICSSE_NO_EXTENSIONS"))
 
 # Every test talks to servers on loopback that it starts itself: a developer's proxy settings (which send
 # loopback through the proxy when NO_PROXY is not set) must not reach them. Tests of proxy settings set

@@ -68,6 +68,55 @@ def test_environment_switch_forces_the_pure_decoder() -> None:
     ]
 
 
+# Makes the compiled modules fail to import, as on an install that had no compiler.
+_HIDE_COMPILED = (
+    "import sys, importlib.abc\n"
+    "class Hide(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.startswith('sonicsse._') and name.endswith('_c'):\n"
+    "            raise ImportError('no module named ' + name)\n"
+    "sys.meta_path.insert(0, Hide())\n"
+)
+
+
+def _import_sonicsse(prelude: str, no_extensions: str | None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("SONICSSE_NO_EXTENSIONS", None)
+    if no_extensions is not None:
+        env["SONICSSE_NO_EXTENSIONS"] = no_extensions
+    code = prelude + "import sonicsse; print(sonicsse.IMPLEMENTATION)"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+
+
+def test_missing_compiled_modules_warn_once_at_import() -> None:
+    result = _import_sonicsse(_HIDE_COMPILED, None)
+    assert result.stdout.split() == ["py"]
+    assert result.stderr.count("RuntimeWarning") == 1
+    assert "pure-Python modules" in result.stderr and "SONICSSE_NO_EXTENSIONS=1" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes"])
+def test_pure_modules_chosen_on_purpose_do_not_warn(value: str) -> None:
+    result = _import_sonicsse(_HIDE_COMPILED, value)
+    assert result.stdout.split() == ["py"]
+    assert "Warning" not in result.stderr
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="built with SONICSSE_NO_EXTENSIONS")
+@pytest.mark.parametrize("value", ["0", "false", "False", "no", "off", "", " "])
+def test_no_extensions_values_that_mean_not_set(value: str) -> None:
+    result = _import_sonicsse("", value)
+    assert result.stdout.split() == ["c"]
+    assert result.stderr == ""
+
+
+def test_switched_off_rule() -> None:
+    from sonicsse._impl import switched_off
+
+    assert [switched_off(v) for v in (None, "", "0", "false", "OFF", "no", " 0 ")] == [False] * 7
+    assert [switched_off(v) for v in ("1", "true", "yes", "pure")] == [True] * 4
+
+
 def test_exceptions_are_aiosonic_exceptions() -> None:
     import aiosonic.exceptions
 

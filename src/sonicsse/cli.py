@@ -761,6 +761,7 @@ def _version_text() -> str:
     from importlib.metadata import version
 
     from . import IMPLEMENTATION
+    from ._impl import NO_EXTENSIONS
 
     extras = []
     for dist in ("aiosonic", "uvloop"):
@@ -768,7 +769,7 @@ def _version_text() -> str:
             extras.append(f"{dist} {version(dist)}")
     if IMPLEMENTATION == "c":
         decoder = "compiled C"
-    elif os.environ.get("SONICSSE_NO_EXTENSIONS"):
+    elif NO_EXTENSIONS:
         decoder = "pure Python: SONICSSE_NO_EXTENSIONS is set"
     else:
         decoder = "pure Python: the compiled extension is not installed (no compiler at build time?)"
