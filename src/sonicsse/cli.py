@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import sys
 import time
@@ -129,8 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sonicsse",
         usage="sonicsse [options] URL\n       sonicsse demo [--events N] [--json] [--no-color]\n"
         "       sonicsse serve [--port PORT]",
-        description="Stream Server-Sent Events from URL and print them, reconnecting with "
-        "Last-Event-ID like a browser's EventSource. "
+        description="Stream Server-Sent Events from URL and print them, like curl -N. When the server "
+        "ends the stream, sonicsse ends too (exit 0), unless the stream sent event ids: then it "
+        "reconnects with Last-Event-ID, as a browser's EventSource does, to resume where it stopped "
+        "(--reconnect: always reconnect; --no-reconnect: never). A dropped connection, a timeout or a "
+        "5xx is retried once a stream was open; the first connection is not retried unless "
+        "--max-retries is given. "
         "`sonicsse demo` runs the built-in demo; `sonicsse serve` runs the demo server.",
         epilog="exit codes: 0 clean end (server finished, -n reached, 204), 1 connection or parse "
         "error, 2 usage error, 130 interrupted (Ctrl-C)",
@@ -179,7 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     rec = parser.add_argument_group("reconnection")
-    rec.add_argument("--no-reconnect", action="store_true", help="stop when the stream ends or fails")
+    when = rec.add_mutually_exclusive_group()
+    when.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="reconnect whenever the server ends the stream, even if it sent no event id",
+    )
+    when.add_argument("--no-reconnect", action="store_true", help="stop when the stream ends or fails")
     rec.add_argument(
         "--retry-delay",
         type=_positive_int,
@@ -191,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-retries",
         type=_positive_int,
         metavar="N",
-        help="give up after N failed attempts (default: never)",
+        help="retry failed attempts (the first connection too) and give up after N in a row "
+        "(default: the first connection is not retried, later ones are retried for ever)",
     )
     rec.add_argument(
         "--read-timeout",
@@ -634,6 +646,13 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
     fail_fast = request["reconnect"] and request.get("max_retries") is None
     shared_terminal = stats_line is not None and stats_line.tty and sys.stdout.isatty()
 
+    async def end_unless_resumable(attempt: int, delay: float, cause: BaseException | None) -> None:
+        """Called before each reconnection: when the server ended the stream cleanly (``cause`` None)
+        and sent no event id, there is nothing to resume, so the run ends there, as curl's would."""
+        current = totals.current
+        if cause is None and not args.reconnect and current is not None and not current.last_event_id:
+            await current.close()
+
     def emit(batch: list[Event]) -> None:
         if shared_terminal and stats_line is not None:
             stats_line.around(lambda: printer.write(batch))
@@ -654,6 +673,7 @@ async def _stream(args: argparse.Namespace, request: dict[str, Any]) -> int:
                     kwargs["event_types"] = wanted  # dropped in the decoder, before any object is built
                 if fail_fast:
                     kwargs["max_retries"] = 0
+                kwargs["on_retry"] = end_unless_resumable
                 conn: Any = None
                 try:
                     async with client.connect(**kwargs) as conn:
@@ -716,6 +736,10 @@ def _build_request(args: argparse.Namespace) -> dict[str, Any]:
     if not url:
         raise _UsageError("the following arguments are required: URL")
     if "://" not in url:
+        typo = re.match(r"(https?)(?::/*|/+)(?=[^/])", url, re.IGNORECASE)
+        if typo is not None:  # "http//host", "http:/host": a mistyped scheme, not a host named "http"
+            fixed = f"{typo.group(1).lower()}://{url[typo.end():]}"
+            raise _UsageError(f"{url}: not a URL; did you mean {fixed}?")
         url = "http://" + url
     problem = _policy.url_problem(url)  # the library's own rule, so both refuse the same URLs
     if problem is not None:
