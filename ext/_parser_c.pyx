@@ -137,7 +137,9 @@ cdef class SSEDecoder:
             says: a ``retry`` that is not all ASCII digits, an ``id`` containing NUL, invalid UTF-8, and a
             line without a colon that names no known field.
         last_event_id: the last event ID to start from (e.g. restored from a checkpoint).
-        on_comment: called with each comment's text (without the colon and one leading space).
+        on_comment: called with each comment's text (without the colon and one leading space), from
+            inside :meth:`feed`; :attr:`dispatched` then tells how many of the events it returns precede
+            the comment.
         max_line_size: the longest line accepted, in bytes; a longer one raises in every mode.
         max_event_size: the most data one event may carry, in bytes; more raises in every mode.
         dedup_window: how many recent event ids dedup remembers.
@@ -166,7 +168,9 @@ cdef class SSEDecoder:
     cdef bint _skip_lf
     cdef bint _bom_pending
     cdef bint _failed
-    cdef bint _feeding          # inside feed(): reset() and feed() from a callback would corrupt the scan
+    # The list the running feed() returns (None outside feed()): reset() and feed() from a callback
+    # would corrupt the scan; its length is ``dispatched``.
+    cdef list _result
     cdef bint _strict
     cdef bint _dedup
     cdef bint _after_reset
@@ -283,7 +287,7 @@ cdef class SSEDecoder:
         self._type_last = 0
         memset(self._type_after, 0, sizeof(self._type_after))
         self._after_reset = False
-        self._feeding = False
+        self._result = None
         self._start_stream()
 
     cdef int _start_stream(self) except -1:
@@ -330,13 +334,22 @@ cdef class SSEDecoder:
         """The last valid ``retry:`` value seen, in milliseconds, or None."""
         return self._retry
 
+    @property
+    def dispatched(self):
+        """How many events the running :meth:`feed` has completed so far; 0 outside :meth:`feed`.
+
+        Read from ``on_comment``, it is where the comment stands among the events that call returns: it
+        follows the first ``dispatched`` of them and precedes the rest.
+        """
+        return 0 if self._result is None else PyList_GET_SIZE(self._result)
+
     def reset(self):
         """Start a new stream (a reconnect): drop the partial line and event, expect a BOM again.
 
         ``last_event_id``, ``retry`` and the dedup memory are kept. Not allowed while :meth:`feed` runs
         (from ``on_comment``): the rest of that chunk belongs to the old stream.
         """
-        if self._feeding:
+        if self._result is not None:
             raise RuntimeError("reset() cannot be called while feed() is running (e.g. from on_comment)")
         self._start_stream()
         self._after_reset = True
@@ -352,14 +365,14 @@ cdef class SSEDecoder:
         cdef list events = []
         if self._failed:
             raise SSEParsingError("the decoder failed earlier; call reset() before feeding it again")
-        if self._feeding:
+        if self._result is not None:
             raise RuntimeError("feed() cannot be called while feed() is running (e.g. from on_comment)")
         try:
             PyObject_GetBuffer(chunk, &view, PyBUF_SIMPLE)
         except BufferError:
             chunk = memoryview(chunk).tobytes()  # a non-contiguous buffer: one contiguous copy
             PyObject_GetBuffer(chunk, &view, PyBUF_SIMPLE)
-        self._feeding = True
+        self._result = events
         try:
             self._feed(<const char*>view.buf, view.len, events)
         except SSEParsingError as exc:
@@ -370,7 +383,7 @@ cdef class SSEDecoder:
             self._fail()
             raise
         finally:
-            self._feeding = False
+            self._result = None
             PyBuffer_Release(&view)
         return events
 

@@ -13,8 +13,14 @@ from typing import Any
 BOM = b"\xef\xbb\xbf"
 
 
-def reference(stream: bytes, last_event_id: str = "") -> tuple[list[dict[str, Any]], str, int | None]:
-    """The WHATWG "event stream interpretation", step by step, on the whole stream at once."""
+def reference(
+    stream: bytes, last_event_id: str = "", comments: list[tuple[int, str]] | None = None
+) -> tuple[list[dict[str, Any]], str, int | None]:
+    """The WHATWG "event stream interpretation", step by step, on the whole stream at once.
+
+    ``comments``, when given, receives each comment line's text (without the colon and one leading space)
+    with the number of events dispatched before it: its place among the events.
+    """
     # The UTF-8 decode algorithm strips one leading BOM and turns invalid bytes into U+FFFD.
     text = stream.decode("utf-8-sig" if stream.startswith(BOM) else "utf-8", "replace")
     events: list[dict[str, Any]] = []
@@ -38,6 +44,9 @@ def reference(stream: bytes, last_event_id: str = "") -> tuple[list[dict[str, An
             data, event_type, own_id, own_retry = [], "", None, None
             continue
         if line.startswith(":"):
+            if comments is not None:
+                comment = line[1:]
+                comments.append((len(events), comment[1:] if comment.startswith(" ") else comment))
             continue
         field, colon, value = line.partition(":")
         if colon and value.startswith(" "):

@@ -218,6 +218,60 @@ def test_on_comment_sees_the_last_event_id_of_the_events_before_it(decoder_cls: 
     assert seen == ["", "5", "5", "7"]
 
 
+def test_dispatched_places_each_comment_among_the_events(decoder_cls: Any, chunking: str) -> None:
+    """Read from on_comment, ``dispatched`` is how many events of the running feed() precede the comment:
+    with the events earlier feeds returned, the comment's place in the stream."""
+    returned: list[dict[str, Any]] = []
+    places: list[tuple[int, str]] = []
+    decoder = decoder_cls(on_comment=lambda text: places.append((len(returned) + decoder.dispatched, text)))
+    stream = b": first\ndata: a\n\n: after a\ndata: b\n\n: x\n: y\nid: 3\ndata: c\n\ndata: d\n\n: last\n"
+    for piece in chunked(stream, chunking):
+        returned.extend(decoder.feed(piece))
+    assert [event["data"] for event in returned] == ["a", "b", "c", "d"]
+    assert places == [(0, "first"), (1, "after a"), (2, "x"), (2, "y"), (4, "last")]
+
+
+def test_dispatched_counts_only_the_events_feed_returns(decoder_cls: Any) -> None:
+    """Events dropped by event_types or dedup, and blocks without data, take no place in the result."""
+    places: list[tuple[int, str]] = []
+    decoder = decoder_cls(
+        dedup=True, event_types={"message"}, on_comment=lambda text: places.append((decoder.dispatched, text))
+    )
+    stream = (
+        b"id: 1\ndata: a\n\n: one\nevent: other\ndata: x\n\n: two\nid: 1\ndata: again\n\n"
+        b": three\nid: 9\n\n: four\ndata: b\n\n: five\n"
+    )
+    assert [event["data"] for event in decoder.feed(stream)] == ["a", "b"]
+    assert places == [(1, "one"), (1, "two"), (1, "three"), (1, "four"), (2, "five")]
+
+
+def test_dispatched_is_zero_outside_feed(decoder_cls: Any) -> None:
+    seen: list[int] = []
+    decoder = decoder_cls(max_line_size=16, on_comment=lambda text: seen.append(decoder.dispatched))
+    assert decoder.dispatched == 0
+    assert decoder.feed(b"data: a\n\ndata: b\n\n: c\n") == [ev("a"), ev("b")]
+    assert seen == [2] and decoder.dispatched == 0
+    # a feed that fails: the comments before the error count the events the error carries
+    with pytest.raises(SSEParsingError) as info:
+        decoder.feed(b"data: d\n\n: e\ndata: " + b"x" * 20 + b"\n")
+    assert info.value.events == [ev("d")]
+    assert seen == [2, 1] and decoder.dispatched == 0
+    decoder.reset()
+    assert decoder.feed(b": f\n") == [] and seen == [2, 1, 0]
+    with pytest.raises(AttributeError):
+        decoder.dispatched = 1
+
+
+def test_dispatched_is_zero_after_on_comment_raised(decoder_cls: Any) -> None:
+    def boom(text: str) -> None:
+        raise RuntimeError(f"{text} {decoder.dispatched}")
+
+    decoder = decoder_cls(on_comment=boom)
+    with pytest.raises(RuntimeError, match="bad 1"):
+        decoder.feed(b"data: a\n\n: bad\n")
+    assert decoder.dispatched == 0
+
+
 def test_last_event_id_initial_value(decoder_cls: Any) -> None:
     decoder = decoder_cls(last_event_id="42")
     assert decoder.last_event_id == "42"

@@ -86,6 +86,30 @@ def test_both_decoders_match_the_spec_reference(case: tuple[bytes, list[bytes]],
         assert retry == expected_retry, cls
 
 
+@SETTINGS
+@given(chunked_streams())
+def test_both_decoders_place_comments_among_the_events_as_the_reference_does(
+    case: tuple[bytes, list[bytes]],
+) -> None:
+    """``dispatched``, read from on_comment, puts every comment where the stream has it among the events."""
+    stream, chunks = case
+    expected: list[tuple[int, str]] = []
+    expected_events = reference(stream, comments=expected)[0]
+    for cls in IMPLEMENTATIONS:
+        assert comment_places(cls, chunks) == (expected_events, expected), cls
+
+
+def comment_places(cls: Any, chunks: list[bytes]) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """The events, and each comment with the number of events before it in the stream."""
+    events: list[dict[str, Any]] = []
+    places: list[tuple[int, str]] = []
+    decoder = cls(on_comment=lambda text: places.append((len(events) + decoder.dispatched, text)))
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+        assert decoder.dispatched == 0
+    return events, places
+
+
 # Big ASCII blocks among the grammar pieces: the compiled twin builds a data line held over 32 KiB in place
 # as its str, and falls back to the plain path for non-ASCII bytes, a later data line, limits and so on.
 LONG_BLOCKS = [

@@ -84,7 +84,9 @@ class SSEDecoder:
             says: a ``retry`` that is not all ASCII digits, an ``id`` containing NUL, invalid UTF-8, and a
             line without a colon that names no known field.
         last_event_id: the last event ID to start from (e.g. restored from a checkpoint).
-        on_comment: called with each comment's text (without the colon and one leading space).
+        on_comment: called with each comment's text (without the colon and one leading space), from
+            inside :meth:`feed`; :attr:`dispatched` then tells how many of the events it returns precede
+            the comment.
         max_line_size: the longest line accepted, in bytes; a longer one raises in every mode.
         max_event_size: the most data one event may carry, in bytes; more raises in every mode.
         dedup_window: how many recent event ids dedup remembers.
@@ -107,7 +109,6 @@ class SSEDecoder:
         "_event_type",
         "_event_types",
         "_failed",
-        "_feeding",
         "_has_data",
         "_id_buffer",
         "_last_data",
@@ -117,6 +118,7 @@ class SSEDecoder:
         "_offset",
         "_on_comment",
         "_pending",
+        "_result",
         "_retry",
         "_ring",
         "_ring_pos",
@@ -163,7 +165,7 @@ class SSEDecoder:
         self._last_data: str | bytes | None = None
         self._type_cache: dict[bytes, str] = {}
         self._after_reset = False
-        self._feeding = False
+        self._result: list[Event] | None = None  # the list the running feed() returns; None outside feed()
         self._start_stream()
 
     def _start_stream(self) -> None:
@@ -201,13 +203,23 @@ class SSEDecoder:
         """The last valid ``retry:`` value seen, in milliseconds, or None."""
         return self._retry
 
+    @property
+    def dispatched(self) -> int:
+        """How many events the running :meth:`feed` has completed so far; 0 outside :meth:`feed`.
+
+        Read from ``on_comment``, it is where the comment stands among the events that call returns: it
+        follows the first ``dispatched`` of them and precedes the rest.
+        """
+        result = self._result
+        return 0 if result is None else len(result)
+
     def reset(self) -> None:
         """Start a new stream (a reconnect): drop the partial line and event, expect a BOM again.
 
         ``last_event_id``, ``retry`` and the dedup memory are kept. Not allowed while :meth:`feed` runs
         (from ``on_comment``): the rest of that chunk belongs to the old stream.
         """
-        if self._feeding:
+        if self._result is not None:
             raise RuntimeError("reset() cannot be called while feed() is running (e.g. from on_comment)")
         self._start_stream()
         self._after_reset = True
@@ -221,12 +233,12 @@ class SSEDecoder:
         """
         if self._failed:
             raise SSEParsingError("the decoder failed earlier; call reset() before feeding it again")
-        if self._feeding:
+        if self._result is not None:
             raise RuntimeError("feed() cannot be called while feed() is running (e.g. from on_comment)")
         # Any buffer, also a non-contiguous one; never an int (bytes(3) would be three NULs) or a str.
         data = chunk if type(chunk) is bytes else memoryview(chunk).tobytes()
         events: list[Event] = []
-        self._feeding = True
+        self._result = events
         try:
             self._feed(data, events)
         except SSEParsingError as exc:
@@ -237,7 +249,7 @@ class SSEDecoder:
             self._fail()
             raise
         finally:
-            self._feeding = False
+            self._result = None
         return events
 
     def _fail(self) -> None:
