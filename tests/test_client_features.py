@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiosonic
@@ -20,6 +20,7 @@ from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 from servers import (
     CLOSE,
     DROP,
+    LAST_CHUNK,
     STALL,
     Request,
     ScriptServer,
@@ -655,3 +656,172 @@ async def test_abandoned_iterator_does_not_close_the_stream_of_a_newer_one() -> 
         await conn.close()
     assert first["data"] == "a" and datas(rest) == ["b"]
     assert len(srv.requests) == 1
+
+
+# -- comments in stream order -------------------------------------------------------------------------
+# A comment reaches on_comment after the events before it were delivered and before the ones after it,
+# also when they all come in one socket read.
+
+
+def one_write(body: bytes, end: bool = True) -> list[Any]:
+    """A chunked event stream whose head and body (and end) the server sends in one socket write."""
+    if end:
+        return [head() + chunk(body) + LAST_CHUNK]
+    return [head() + chunk(body), STALL]
+
+
+def noting(timeline: list[Any]) -> Callable[[str], None]:
+    """An on_comment that puts each comment in ``timeline``."""
+    return lambda text: timeline.append(f": {text}")
+
+
+async def test_comment_after_an_event_in_the_same_read_comes_after_it() -> None:
+    """LaunchDarkly's SSE contract test "comment after event"."""
+    timeline: list[str] = []
+    body = b"data: a\n\n: one\ndata: b\n\n: two\n"
+    async with (
+        ScriptServer([one_write(body)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, on_comment=noting(timeline)) as conn,
+    ):
+        async for event in conn:
+            timeline.append(event["data"])
+    assert timeline == ["a", ": one", "b", ": two"]
+
+
+async def test_comment_before_an_event_comes_before_it() -> None:
+    timeline: list[str] = []
+    body = b": hello\ndata: a\n\n: before b\ndata: b\n\n"
+    async with (
+        ScriptServer([one_write(body)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, on_comment=noting(timeline)) as conn,
+    ):
+        async for event in conn:
+            timeline.append(event["data"])
+    assert timeline == [": hello", "a", ": before b", "b"]
+
+
+async def test_several_comments_between_events_keep_their_places() -> None:
+    timeline: list[str] = []
+    body = b"data: 1\n\n: x\n: y\nid: 2\ndata: 2\n\n: z\ndata: 3\n\ndata: 4\n\n:\n:w\n"
+    async with (
+        ScriptServer([one_write(body)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, on_comment=noting(timeline)) as conn,
+    ):
+        async for event in conn:
+            timeline.append(event["data"])
+    assert timeline == ["1", ": x", ": y", "2", ": z", "3", "4", ": ", ": w"]
+
+
+async def test_async_on_comment_is_awaited_in_its_place() -> None:
+    timeline: list[str] = []
+
+    async def on_comment(text: str) -> None:
+        await asyncio.sleep(0.01)  # the event after the comment waits for the callback to finish
+        timeline.append(f": {text}")
+
+    body = b": first\ndata: a\n\n: one\n: two\ndata: b\n\n: three\n"
+    async with (
+        ScriptServer([one_write(body)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, on_comment=on_comment) as conn,
+    ):
+        async for event in conn:
+            timeline.append(event["data"])
+    assert timeline == [": first", "a", ": one", ": two", "b", ": three"]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_on_comment_raising_is_called_in_its_place_and_raised_after_the_read(is_async: bool) -> None:
+    """The callback runs after the events before its comment; its error is raised once the rest of the
+    read was delivered (the resume point, last_event_id, is already past them), the read's later
+    comments are dropped."""
+    timeline: list[str] = []
+
+    def fail(text: str) -> None:
+        timeline.append(f": {text}")
+        raise ValueError(f"callback failed on {text!r}")
+
+    async def fail_async(text: str) -> None:
+        await asyncio.sleep(0)
+        fail(text)
+
+    body = b"id: 1\ndata: a\n\n: boom\nid: 2\ndata: b\n\n: later\nid: 3\ndata: c\n\n"
+    async with (
+        ScriptServer([one_write(body, end=False)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, on_comment=fail_async if is_async else fail) as conn,
+    ):
+        with pytest.raises(ValueError, match="boom"):
+            async for event in conn:
+                timeline.append(event["data"])
+    assert timeline == ["a", ": boom", "b", "c"]
+    assert conn.last_event_id == "3"
+
+
+async def test_iter_batches_splits_a_read_where_its_comments_are() -> None:
+    timeline: list[Any] = []
+    body = b"data: a\n\ndata: b\n\n: one\ndata: c\n\n: two\n: three\ndata: d\n\ndata: e\n\n"
+    async with (
+        ScriptServer([one_write(body)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), reconnect=False, on_comment=noting(timeline)) as conn,
+    ):
+        async for batch in conn.iter_batches():
+            timeline.append(datas(batch))
+    assert timeline == [["a", "b"], ": one", ["c"], ": two", ": three", ["d", "e"]]
+
+
+async def test_iter_json_keeps_comments_in_place_and_none_after_the_sentinel() -> None:
+    timeline: list[Any] = []
+    body = b'data: {"n": 1}\n\n: one\ndata: {"n": 2}\n\n: two\ndata: [DONE]\n\n: after the end\n'
+    async with (
+        ScriptServer([one_write(body, end=False)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), on_comment=noting(timeline)) as conn,
+    ):
+        async for value in conn.iter_json():
+            timeline.append(value["n"])
+    assert timeline == [1, ": one", 2, ": two"]
+
+
+async def test_checkpoint_of_a_read_split_by_a_comment_never_passes_an_undelivered_event() -> None:
+    """The part before the comment is saved as consumed before the callback runs; the resume point
+    saved then is its last id, not the read's."""
+    timeline: list[str] = []
+
+    class Recorder:
+        def load(self) -> str | None:
+            return None
+
+        def save(self, last_event_id: str) -> None:
+            timeline.append(f"save {last_event_id}")
+
+    body = b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n: c\nid: 3\ndata: d\n\n"
+    async with (
+        ScriptServer([one_write(body, end=False)]) as srv,
+        SSEClient() as client,
+        client.connect(srv.url(), checkpoint=Recorder(), on_comment=noting(timeline)) as conn,
+    ):
+        async for event in conn:
+            timeline.append(event["data"])
+            if event["data"] == "d":
+                break
+    assert timeline == ["a", "b", "save 2", ": c", "d"]
+
+
+async def test_close_from_on_comment_ends_the_iteration_at_the_comment() -> None:
+    timeline: list[str] = []
+
+    async def on_comment(text: str) -> None:
+        timeline.append(f": {text}")
+        await conn.close()
+
+    body = b"data: a\n\n: stop\ndata: b\n\n"
+    async with ScriptServer([one_write(body, end=False)]) as srv, SSEClient() as client:
+        conn = await client.connect(srv.url(), on_comment=on_comment)
+        async for event in conn:
+            timeline.append(event["data"])
+    assert timeline == ["a", ": stop"]

@@ -232,7 +232,7 @@ class SSEConnection:
         "_client",
         "_closed",
         "_closer",
-        "_comment_results",
+        "_comments",
         "_config",
         "_consumed_id",
         "_created",
@@ -255,6 +255,7 @@ class SSEConnection:
         "_pending_error",
         "_plain",
         "_poll",
+        "_queue",
         "_rest",
         "_restart",
         "_retry_after",
@@ -307,7 +308,11 @@ class SSEConnection:
         self._step_events: list[Event] | None = None
         # _step() may deliver events: no hook has to be awaited per read
         self._plain = self._checkpoint is None and config.on_comment is None
-        self._comment_results: list[Awaitable[Any]] = []  # from an async on_comment, awaited per read
+        # on_comment: the comments of the read being decoded, each with the number of its events before
+        # it; then the rest of that read, its event lists and comments in stream order, for _next_batch()
+        # to hand out and call one by one
+        self._comments: list[tuple[int, str]] = []
+        self._queue: collections.deque[list[Event] | str] = collections.deque()
         self._retry_cause: BaseException | None = None
         self._bad_ids_logged: set[str] = set()
         self._iterations = 0
@@ -412,6 +417,8 @@ class SSEConnection:
         # Exhausted in place, not replaced: an iterator of either twin that is half-way through a batch
         # stops at once (the pure one holds the batch iterator itself).
         collections.deque(self._rest[0], maxlen=0)
+        self._queue.clear()
+        self._comments.clear()
         log.debug("sonicsse: closed %s %s", self._config.method.upper(), redact_url(self._config.url))
         body = self._body
         if body is not None:
@@ -461,7 +468,9 @@ class SSEConnection:
         )
 
     async def iter_batches(self) -> AsyncGenerator[list[Event], None]:
-        """Yield the list of events each socket read completed (never empty): the fast path for ingestion."""
+        """Yield the list of events each socket read completed (never empty): the fast path for ingestion.
+
+        With ``on_comment``, a read's list is split where comments came between its events."""
         step = self._step
         next_batch = self._next_batch
         self._iterations += 1
@@ -537,15 +546,22 @@ class SSEConnection:
             decoder.decode, self._error_event, self._is_done, self._loads, self._screening = saved
 
     async def _next_batch(self) -> list[Event] | None:
-        """Read until a socket read completes at least one event; None when the stream is over."""
+        """Read until a socket read completes at least one event; None when the stream is over.
+
+        With ``on_comment``, a read's events are handed out in parts split where its comments came, and
+        each comment is passed to the callback between the parts: after the events before it were
+        delivered, before the ones after it.
+        """
         if self._checkpoint is not None:
             await self._save_checkpoint()
-        if self._pending_error is not None:
+        if self._pending_error is not None and not self._queue:
             exc, self._pending_error = self._pending_error, None
             raise exc
         decoder = self._decoder
         while True:
-            if self._step_error is not None:  # _step() decoded a bad line
+            if self._queue:  # the rest of a read that comments split
+                events = await self._unqueue()
+            elif self._step_error is not None:  # _step() decoded a bad line
                 error, self._step_error = self._step_error, None
                 events = await self._parse_failed(error)
             elif self._step_events is not None:  # _step() decoded an end sentinel or an in-band error
@@ -586,23 +602,26 @@ class SSEConnection:
                     events = decoder.feed(data)
                 except SSEParsingError as exc:
                     events = await self._parse_failed(exc)
-            if self._comment_results:
-                await self._await_comments()
+                if self._comments:
+                    events = await self._split(events)
             cut = False
             if events and self._screening:
                 screened = await self._screen(events)
                 cut = len(screened) < len(events)
+                if cut:
+                    self._queue.clear()  # the stream ended there
                 events = screened
             if events:
                 self._count(events)
                 if self._checkpoint is not None:
+                    partial = cut or any(isinstance(part, list) for part in self._queue)
                     self._consumed_id = (
-                        _resume_point(events, self._consumed_id) if cut else decoder.last_event_id
+                        _resume_point(events, self._consumed_id) if partial else decoder.last_event_id
                     )
                 return events
             if self._pending_error is not None:
-                error, self._pending_error = self._pending_error, None
-                raise error
+                pending, self._pending_error = self._pending_error, None
+                raise pending
 
     def _step(self) -> list[Event] | asyncio.Future[None] | None:
         """``_next_batch()`` without a coroutine, for the steady state of a stream (the iterators try it
@@ -646,35 +665,54 @@ class SSEConnection:
         return exc.events
 
     def _on_comment(self, text: str) -> None:
-        """The decoder's comment callback: the user's, kept from interrupting a feed.
+        """The decoder's comment callback: notes where the comment came among the events of the read.
 
-        An exception from it would leave the events decoded before the comment undelivered while the
-        resume point moved past them; it is raised after those events are delivered instead. What an
-        async callback returns is awaited after the read, before its events are delivered.
+        The user's callback is not called from inside ``feed()``: the events before the comment are not
+        delivered yet then. ``_split()`` and ``_unqueue()`` call it in its place among them.
         """
-        if self._pending_error is not None:
-            return
+        self._comments.append((self._decoder.dispatched, text))
+
+    async def _split(self, events: list[Event]) -> list[Event]:
+        """Queue a read's events and comments in stream order; hand out the part before the first comment
+        at once, after calling the comments that precede every event."""
+        comments, self._comments = self._comments, []
+        queue = self._queue
+        start = 0
+        for position, text in comments:
+            if position > start:
+                queue.append(events[start:position])
+                start = position
+            queue.append(text)
+        if start < len(events):
+            queue.append(events[start:] if start else events)
+        return await self._unqueue()
+
+    async def _unqueue(self) -> list[Event]:
+        """Pass the comments at the front of the queue to ``on_comment``, then give the events up to the
+        next comment ([] when the read has none left).
+
+        An exception from the callback is raised once the rest of the read's events were delivered
+        (without their comments): raised at once, it would leave events behind that the resume point
+        (``last_event_id``) has already passed.
+        """
+        queue = self._queue
         callback = self._config.on_comment
         assert callback is not None
-        try:
-            result = callback(text)
-        except Exception as exc:
-            self._pending_error = exc
-            return
-        if inspect.isawaitable(result):
-            self._comment_results.append(result)
-
-    async def _await_comments(self) -> None:
-        results, self._comment_results = self._comment_results, []
-        for result in results:
-            if self._pending_error is not None:
-                if inspect.iscoroutine(result):
-                    result.close()  # never awaited: no "coroutine was never awaited" warning
-                continue
+        while queue:
+            part = queue.popleft()
+            if isinstance(part, list):
+                return part
             try:
-                await result
+                result = callback(part)
+                if inspect.isawaitable(result):
+                    await result
             except Exception as exc:
-                self._pending_error = exc
+                if self._pending_error is None:  # (an error that ended the read stays the one raised)
+                    self._pending_error = exc
+                rest = [event for left in queue if isinstance(left, list) for event in left]
+                queue.clear()
+                return rest
+        return []
 
     def _find_stop(self, events: list[Event]) -> tuple[int, SSEServerError | None] | None:
         """The first event that ends the stream: its index, with None for an end sentinel or the error
@@ -730,7 +768,7 @@ class SSEConnection:
         self._closed = True
 
     async def _save_checkpoint(self) -> None:
-        """Save the id of the last batch the consumer finished (at most once per socket read)."""
+        """Save the id of the last batch the consumer finished (at most once per batch)."""
         last_id = self._consumed_id
         if last_id is None or last_id == self._saved_id:
             return
