@@ -374,6 +374,38 @@ def test_reconnects_with_last_event_id_until_204(server: DemoServer) -> None:
     assert "3 reconnects" in r.stderr.strip().splitlines()[-1]  # 4 streams, then the 204
 
 
+def test_a_finished_stream_without_ids_ends_the_run(server: DemoServer) -> None:
+    """Like curl: the server ended the stream and sent no event id, so there is nothing to resume."""
+    before = len(requests_to(server, "/bulk"))
+    r = cli(f"{server.url}/bulk?n=3", "--jsonl")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 3  # printed once, not replayed
+    assert len(requests_to(server, "/bulk")) == before + 1
+    assert r.stderr == ""
+
+
+def test_a_finished_chat_answer_ends_the_run(server: DemoServer) -> None:
+    before = len(requests_to(server, "/v1/chat/completions"))
+    r = cli(f"{server.url}/v1/chat/completions", "--data-only")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines().count("[DONE]") == 1  # one answer, not replayed
+    assert len(requests_to(server, "/v1/chat/completions")) == before + 1
+
+
+def test_reconnect_flag_reconnects_a_stream_without_ids(server: DemoServer) -> None:
+    before = len(requests_to(server, "/bulk"))
+    r = cli(f"{server.url}/bulk?n=3", "--jsonl", "--reconnect", "--retry-delay", "10", "-n", "7")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 7
+    assert len(requests_to(server, "/bulk")) == before + 3  # three streams of 3 events for 7 printed
+
+
+def test_help_says_when_it_reconnects() -> None:
+    text = " ".join(cli("--help").stdout.split())
+    assert "When the server ends the stream, sonicsse ends too (exit 0), unless the stream sent event" in text
+    assert "--reconnect" in text and "--no-reconnect" in text
+
+
 def test_follow_redirects(server: DemoServer) -> None:
     url = f"{server.url}/redirect?to=/events%3Fn%3D2"
     r = cli(url, "-L", "--data-only", "--no-reconnect")
@@ -673,9 +705,11 @@ def test_max_retries_gives_up_after_the_server_is_gone() -> None:
     proc.stdout.close()
     proc.stderr.close()
     assert code == 1, err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert "gave up after 3 failed attempts" in lines[0] and url in lines[0]
+    *retries, last = err.splitlines()
+    assert "gave up after 3 failed attempts" in last and url in last and "connection refused" in last
+    # every failure that was retried said so, once: the dropped stream, then the refused attempts
+    assert len(retries) == 3 and all("failed:" in line and "retrying in" in line for line in retries)
+    assert "connection refused" in retries[-1]
 
 
 def test_json_body_before_the_url(server: DemoServer) -> None:

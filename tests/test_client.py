@@ -699,7 +699,8 @@ async def test_never_answering_server_bounded_by_read_timeout() -> None:
     async with ScriptServer([[STALL]]) as srv, SSEClient() as client:
         with pytest.raises(SSEConnectionError) as info:
             await asyncio.wait_for(client.connect(srv.url(), reconnect=False, read_timeout=0.2), 10)
-    assert "ReadTimeout" in str(info.value) and "GET" in str(info.value)
+    assert "sent no response in time" in str(info.value) and "GET" in str(info.value)
+    assert type(info.value.__cause__).__name__ == "ReadTimeout"  # the original, chained
 
 
 async def test_close_while_waiting_for_the_response_head_ends_at_once() -> None:

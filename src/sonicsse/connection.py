@@ -9,6 +9,7 @@ import functools
 import inspect
 import json as _json
 import logging
+import socket
 import ssl
 import time
 from collections.abc import (
@@ -29,13 +30,14 @@ from aiosonic import HTTPClient
 from aiosonic.exceptions import ConnectTimeout
 
 from . import _policy
+from ._errors import describe_failure
 from ._hooks import call_hook, is_secret_name, logger, redact_headers, redact_url
 from ._impl import EventIterator, SSEDecoder
 from ._inband import error_from_event
 from ._transport import BodyReader, TransportError, is_bad_response, open_response
 from ._tunnel import ProxyError
 from ._types import CommentCallback, Event
-from .exceptions import SSEConnectionError, SSEParsingError, SSEServerError
+from .exceptions import SSEConnectionError, SSEInvalidURLError, SSEParsingError, SSEServerError
 
 __all__ = ["HeadersArg", "SSEConnection", "SSEStats"]
 
@@ -260,6 +262,7 @@ class SSEConnection:
         "_restart",
         "_retry_after",
         "_retry_cause",
+        "_retry_reason",
         "_saved_id",
         "_screening",
         "_sent_body",
@@ -314,6 +317,7 @@ class SSEConnection:
         self._comments: list[tuple[int, str]] = []
         self._queue: collections.deque[list[Event] | str] = collections.deque()
         self._retry_cause: BaseException | None = None
+        self._retry_reason: str | None = None  # why the next attempt is made (None: a clean end)
         self._bad_ids_logged: set[str] = set()
         self._iterations = 0
         # The events of the last batch that no iterator has yielded yet, shared by all iterators.
@@ -811,6 +815,7 @@ class SSEConnection:
             self._failures += 1
         self._retry_after = None
         self._retry_cause = cause
+        self._retry_reason = error
         cfg = self._config
         if error is not None:
             self._last_error = _Retryable(error, status=self._last_status)
@@ -866,15 +871,28 @@ class SSEConnection:
                 base = _policy.base_delay_ms(cfg.retry_delay, self._decoder.retry, cfg.max_retry_delay)
                 delay = _policy.reconnect_delay(base, cfg.max_retry_delay, self._failures, self._retry_after)
                 cause = self._retry_cause
-                log.info(
-                    "sonicsse: reconnecting %s %s in %.3f s (attempt %d): %s",
-                    cfg.method.upper(),
-                    redact_url(cfg.url),
-                    delay,
-                    self._failures + 1,
-                    cause if cause is not None else "the stream ended",
-                )
+                if self._retry_reason is None:
+                    log.info(
+                        "sonicsse: the stream ended; reconnecting %s %s in %.3f s",
+                        cfg.method.upper(),
+                        redact_url(cfg.url),
+                        delay,
+                    )
+                else:
+                    # Visible by default: a server that cannot be reached must not look like a quiet
+                    # stream. Logged once per failure, with the wait, only when another attempt follows.
+                    log.warning(
+                        "sonicsse: %s %s failed: %s; retrying in %.1f s (attempt %d%s)",
+                        cfg.method.upper(),
+                        redact_url(cfg.url),
+                        self._retry_reason,
+                        delay,
+                        self._failures + 1,
+                        "" if cfg.max_retries is None else f" of {cfg.max_retries + 1}",
+                    )
                 await call_hook(cfg.on_retry, self._failures + 1, delay, cause)
+                if self._closed:  # by on_retry
+                    return False
                 await self._sleep(delay)
                 if self._closed:
                     return False
@@ -886,6 +904,7 @@ class SSEConnection:
                 self._last_error = exc
                 self._retry_after = exc.retry_after
                 self._retry_cause = exc.__cause__ or exc
+                self._retry_reason = exc.reason
                 if cfg.on_error is not None:
                     failure = self._error(exc.reason, status=exc.status, body=exc.body)
                     failure.__cause__ = exc.__cause__
@@ -893,7 +912,6 @@ class SSEConnection:
                 if not cfg.reconnect or not (exc.unprocessed or self._resumable()):
                     self._finished = True
                     raise self._error(exc.reason, status=exc.status, body=exc.body) from exc.__cause__
-                log.debug("sonicsse: attempt failed (%s), retrying", exc.reason)
                 continue
             if not opened:
                 self._finished = True
@@ -943,11 +961,13 @@ class SSEConnection:
             try:
                 self._sent_body = True
                 body = await self._request(method, url, headers, data, json)
-            except ssl.SSLCertVerificationError as exc:  # a setup problem: retrying cannot fix it
+            except ssl.SSLError as exc:
+                if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):  # dropped mid-handshake
+                    raise _Retryable(describe_failure(exc, url)) from exc
+                # A certificate that does not verify, or a server that does not speak TLS: retrying
+                # cannot fix a setup problem.
                 self._finished = True
-                raise SSEConnectionError(
-                    f"TLS certificate verification failed: {exc}", method=method.upper(), url=url
-                ) from exc
+                raise SSEConnectionError(describe_failure(exc, url), method=method.upper(), url=url) from exc
             except ProxyError as exc:
                 if exc.permanent:  # the proxy's credentials or its policy: asking again will not help
                     self._finished = True
@@ -960,9 +980,8 @@ class SSEConnection:
                     raise  # invalid arguments (e.g. a header value aiosonic refuses)
                 raise _Retryable(f"malformed response: {exc!r}") from exc
             except Exception as exc:
-                unprocessed = isinstance(exc, (ConnectionRefusedError, ConnectTimeout))
-                err = _Retryable(f"request failed: {exc!r}", unprocessed=unprocessed)
-                raise err from exc
+                unprocessed = isinstance(exc, (ConnectionRefusedError, ConnectTimeout, socket.gaierror))
+                raise _Retryable(describe_failure(exc, url), unprocessed=unprocessed) from exc
             if body is None or self._closed:  # closed from another task while the request was in flight
                 if body is not None:
                     body.close()
@@ -1003,6 +1022,15 @@ class SSEConnection:
                         status=body.status,
                     )
                 new_method, new_url, keep_body = nxt
+                problem = _policy.url_problem(new_url)
+                if problem is not None:
+                    self._finished = True
+                    raise SSEInvalidURLError(
+                        f"redirect to a URL that cannot be requested ({new_url!r}): {problem}",
+                        method=method.upper(),
+                        url=url,
+                        status=body.status,
+                    )
                 if not keep_body:
                     data = json = None
                     headers = {
