@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -95,3 +96,14 @@ def client_decoder(
     monkeypatch.setattr(sonicsse._transport, "ChunkedDecoder", chunked_cls)
     monkeypatch.setattr(sonicsse._transport, "BodyReceiver", receiver_module.BodyReceiver)
     return decoder_cls
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault scenarios' outcomes (``test_faults.OUTCOMES``) as a table, after the results."""
+    outcomes: dict[str, str] = getattr(sys.modules.get("test_faults"), "OUTCOMES", None) or {}
+    if not outcomes:
+        return
+    width = max(len(name) for name in outcomes)
+    terminalreporter.write_sep("-", "fault scenarios: what the user saw")
+    for name, outcome in outcomes.items():
+        terminalreporter.write_line(f"{name:<{width}} | {outcome}")

@@ -2,8 +2,8 @@
 
 The resumable source below sends events with ids 1..N and honours ``Last-Event-ID``; its first response
 carries the fault. Once the client holds every id, the source answers 204, which ends the iteration. So
-an outcome is the exact list of ids the user saw: any loss or duplicate shows. ``test_summary_table``
-prints scenario → outcome for the whole suite.
+an outcome is the exact list of ids the user saw: any loss or duplicate shows. The outcomes of the
+scenarios that ran are printed as a table after the test results (see ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -407,17 +407,3 @@ async def test_redirect_to_other_origin_drops_credentials() -> None:
     assert "cookie" not in forwarded
     assert "x-api-key" not in forwarded
     assert forwarded.get("x-trace") == "kept"
-
-
-async def test_summary_table(capsys: pytest.CaptureFixture[str]) -> None:
-    """Prints scenario → outcome; runs any table scenario that did not run yet (e.g. with -k)."""
-    for scenario in SCENARIOS:
-        if scenario.name not in OUTCOMES:
-            await run_scenario(scenario)
-    width = max(len(name) for name in OUTCOMES)
-    with capsys.disabled():
-        print(f"\n\n{'scenario':<{width}} | outcome")
-        print(f"{'-' * width}-|-{'-' * 60}")
-        for name, outcome in OUTCOMES.items():
-            print(f"{name:<{width}} | {outcome}")
-    assert all(scenario.name in OUTCOMES for scenario in SCENARIOS)
