@@ -814,12 +814,13 @@ def _main_stream(argv: Sequence[str]) -> int:
         _uvloop_factory(args.loop)
     except _UsageError as e:
         _usage_error(parser, str(e))
-    if args.verbose:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger = logging.getLogger("sonicsse")
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
+    # Failed attempts that are retried are warnings, one line each on stderr; -v adds the details.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("sonicsse")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     return _run(lambda: _stream(args, request), args.loop)
 
 
