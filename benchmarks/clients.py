@@ -4,7 +4,8 @@ Every client reads one stream to its end and does the same user work per event: 
 ``len(data)``. In latency mode (paced streams) it also records ``monotonic_ns() - send_ts`` per event.
 
 ``python -m benchmarks.clients --client NAME --loop asyncio|uvloop --url URL`` runs one measurement
-in this (fresh) process and prints one JSON line; ``benchmarks.e2e`` starts it.
+in this (fresh) process and prints one JSON line; ``benchmarks.e2e`` starts it. For an https URL,
+``--cafile`` names the CA to trust: every client gets the same ``SSLContext``, made before timing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import gc
 import json
 import os
 import resource
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +29,9 @@ from .workloads import PACED_WIDTH, WORKLOADS, event_count, make_events
 
 #: The raw floor's read size: the most asyncio's selector loop and uvloop read per call.
 RAW_READ_SIZE = 1 << 18
+
+#: The SSLContext (trusting ``--cafile``) every client uses for https URLs; None for http.
+TLS: ssl.SSLContext | None = None
 
 __all__ = ["CLIENTS", "FLOORS", "Measurement", "percentile"]
 
@@ -155,7 +160,7 @@ async def run_sonicsse(url: str, tally: Tally, latency: bool) -> None:
     """sonicsse.SSEClient, plain ``async for``."""
     from sonicsse import SSEClient
 
-    async with SSEClient() as client, client.connect(url, reconnect=False) as conn:
+    async with SSEClient() as client, client.connect(url, reconnect=False, ssl=TLS) as conn:
         await consume_dicts(conn, tally, latency)
 
 
@@ -163,7 +168,7 @@ async def run_sonicsse_batches(url: str, tally: Tally, latency: bool) -> None:
     """sonicsse.SSEClient, ``iter_batches()``."""
     from sonicsse import SSEClient
 
-    async with SSEClient() as client, client.connect(url, reconnect=False) as conn:
+    async with SSEClient() as client, client.connect(url, reconnect=False, ssl=TLS) as conn:
         await consume_batches(conn.iter_batches(), tally, latency)
 
 
@@ -173,7 +178,7 @@ async def run_aiosonic(url: str, tally: Tally, latency: bool) -> None:
 
     http = HTTPClient()
     try:
-        async with SSEClient(http).connect(url, reconnect=False) as conn:
+        async with SSEClient(http).connect(url, reconnect=False, ssl=TLS) as conn:
             await consume_dicts(conn, tally, latency)
     finally:
         await http.aclose()
@@ -184,10 +189,10 @@ async def run_httpx_sse(url: str, tally: Tally, latency: bool) -> None:
     import httpx
     from httpx_sse import aconnect_sse
 
-    # verify=False: the URL is plain http; it skips loading the CA bundle (~60 ms) that would be charged
-    # to every run although no TLS is used.
+    # verify=False for plain http: it skips loading the CA bundle (~60 ms) that would be charged to every
+    # run although no TLS is used.
     async with (
-        httpx.AsyncClient(timeout=None, verify=False) as client,
+        httpx.AsyncClient(timeout=None, verify=TLS or False) as client,
         aconnect_sse(client, "GET", url) as source,
     ):
         await consume_objects(source.aiter_sse(), tally, latency)
@@ -196,8 +201,10 @@ async def run_httpx_sse(url: str, tally: Tally, latency: bool) -> None:
 async def run_launchdarkly(url: str, tally: Tally, latency: bool) -> None:
     """launchdarkly-eventsource's AsyncSSEClient; its default error strategy ends at end of stream."""
     from ld_eventsource.async_client import AsyncSSEClient
+    from ld_eventsource.config.async_connect_strategy import AsyncConnectStrategy
 
-    async with AsyncSSEClient(url) as client:
+    connect = AsyncConnectStrategy.http(url, aiohttp_request_options={"ssl": TLS}) if TLS else url
+    async with AsyncSSEClient(connect) as client:
         await consume_objects(client.events, tally, latency)
 
 
@@ -210,7 +217,10 @@ async def run_aiohttp_sse_client2(url: str, tally: Tally, latency: bool) -> None
     def end() -> None:
         raise StreamEnd
 
-    async with EventSource(url, on_error=end, reconnection_time=timedelta(0), max_connect_retry=0) as src:
+    tls = {"ssl": TLS} if TLS else {}  # passed on to aiohttp's request()
+    async with EventSource(
+        url, on_error=end, reconnection_time=timedelta(0), max_connect_retry=0, **tls
+    ) as src:
         await consume_objects(src, tally, latency)
 
 
@@ -264,7 +274,7 @@ async def run_raw(
     parts = urlsplit(url)
     done: asyncio.Future[None] = loop.create_future()
     transport, _ = await loop.create_connection(
-        lambda: protocol(tally, latency, done), parts.hostname, parts.port
+        lambda: protocol(tally, latency, done), parts.hostname, parts.port, ssl=TLS
     )
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     transport.write(f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
@@ -364,9 +374,17 @@ def _failed(client: str, loop_kind: str, error: str) -> Measurement:
 
 
 def measure(
-    client: str, loop_kind: str, url: str, workload: str, scale: float, timeout: float
+    client: str,
+    loop_kind: str,
+    url: str,
+    workload: str,
+    scale: float,
+    timeout: float,
+    cafile: str | None = None,
 ) -> Measurement:
-    """Run one client over one stream in this process and measure it."""
+    """Run one client over one stream in this process and measure it (over https: trusting ``cafile``)."""
+    global TLS
+    TLS = ssl.create_default_context(cafile=cafile) if url.startswith("https:") else None
     tally = Tally()
     error: str | None = None
     impl: str | None = None
@@ -431,11 +449,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--cafile", default=None, help="the CA to trust for an https URL")
     args = parser.parse_args(argv)
     raise_fd_limit()
     if not args.no_pin:
         pin_cpu("client")
-    m = measure(args.client, args.loop, args.url, args.workload, args.scale, args.timeout)
+    m = measure(args.client, args.loop, args.url, args.workload, args.scale, args.timeout, args.cafile)
     sys.stdout.write(json.dumps(asdict(m)) + "\n")
     sys.stdout.flush()
     os._exit(0)  # skip interpreter teardown (not part of any measurement)

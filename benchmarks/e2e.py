@@ -3,6 +3,7 @@
     python -m benchmarks.e2e                       # everything, --reps 3, scale 1
     python -m benchmarks.e2e --scale 0.01 --reps 1 # smoke mode (CI): exits 1 if a sonicsse run is not exact
     python -m benchmarks.e2e --workloads bulk,large --clients sonicsse,aiosonic,raw-floor --loops uvloop
+    python -m benchmarks.e2e --tls --workloads bulk,tokens   # the same over https (needs trustme)
 
 The server (``benchmarks.server``) runs in its own process on uvloop, pinned to the last CPU; each
 measurement is a fresh ``benchmarks.clients`` process pinned to the first CPU. Reps are interleaved
@@ -19,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .clients import CLIENTS, PURE
+from .server import tls_files
 from .workloads import PACED_WIDTH, WORKLOADS, build, token_data
 
 ALL_CLIENTS = [*CLIENTS, "dict-floor"]
@@ -51,8 +54,11 @@ class Expected:
 
 
 @contextmanager
-def running_server(scale: float, workloads: list[str], pin: bool) -> Iterator[int]:
-    """Start the benchmark server in its own process; yields its port; always stops it."""
+def running_server(
+    scale: float, workloads: list[str], pin: bool, certfile: str | None = None
+) -> Iterator[int]:
+    """Start the benchmark server in its own process (https with ``certfile``); yields its port; always
+    stops it."""
     cmd = [
         sys.executable,
         "-m",
@@ -65,6 +71,8 @@ def running_server(scale: float, workloads: list[str], pin: bool) -> Iterator[in
     ]
     if not pin:
         cmd.append("--no-pin")
+    if certfile:
+        cmd += ["--certfile", certfile]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -104,7 +112,14 @@ def expectations(workloads: list[str], scale: float, latency_events: int) -> dic
 
 
 def run_child(
-    client: str, loop: str, url: str, workload: str, scale: float, timeout: float, pin: bool
+    client: str,
+    loop: str,
+    url: str,
+    workload: str,
+    scale: float,
+    timeout: float,
+    pin: bool,
+    cafile: str | None = None,
 ) -> Row:
     """One measurement in a fresh client process; a crash or timeout becomes an error row."""
     cmd = [
@@ -126,6 +141,8 @@ def run_child(
     ]
     if not pin:
         cmd.append("--no-pin")
+    if cafile:
+        cmd += ["--cafile", cafile]
     env = dict(os.environ)
     env.pop("SONICSSE_NO_EXTENSIONS", None)
     if client in PURE:
@@ -187,28 +204,33 @@ def schedule(
     return out
 
 
-def url_for(port: int, workload: str, latency_events: int, latency_interval_us: int) -> str:
+def url_for(
+    port: int, workload: str, latency_events: int, latency_interval_us: int, tls: bool = False
+) -> str:
     """The stream URL of a workload on the local server."""
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     if workload == LATENCY:
-        return f"http://127.0.0.1:{port}/paced?n={latency_events}&interval_us={latency_interval_us}"
-    return f"http://127.0.0.1:{port}/w/{workload}"
+        return f"{base}/paced?n={latency_events}&interval_us={latency_interval_us}"
+    return f"{base}/w/{workload}"
 
 
 def run_all(args: argparse.Namespace) -> list[Row]:
     """Every rep of every (workload, loop, client), interleaved; returns the judged rows."""
     exp = expectations(args.workloads, args.scale, args.latency_events)
     rows: list[Row] = []
-    with running_server(args.scale, args.workloads, not args.no_pin) as port:
-        for rep in range(args.reps):
-            plan = schedule(args.workloads, args.clients, args.loops, rep)
-            for i, (wl, loop, client) in enumerate(plan):
-                url = url_for(port, wl, args.latency_events, args.latency_interval_us)
-                row = run_child(client, loop, url, wl, args.scale, args.timeout, not args.no_pin)
-                row.update(rep=rep, workload=wl, loop=loop if client != "dict-floor" else "-")
-                rows.append(judge(row, exp[wl]))
-                _progress(rep, i, len(plan), rows[-1])
-                if args.out:  # keep what is measured even if the run is cut short
-                    save(args, rows, [], [])
+    with tempfile.TemporaryDirectory() as tmp:
+        cafile, certfile = tls_files(tmp) if args.tls else (None, None)
+        with running_server(args.scale, args.workloads, not args.no_pin, certfile) as port:
+            for rep in range(args.reps):
+                plan = schedule(args.workloads, args.clients, args.loops, rep)
+                for i, (wl, loop, client) in enumerate(plan):
+                    url = url_for(port, wl, args.latency_events, args.latency_interval_us, args.tls)
+                    row = run_child(client, loop, url, wl, args.scale, args.timeout, not args.no_pin, cafile)
+                    row.update(rep=rep, workload=wl, loop=loop if client != "dict-floor" else "-")
+                    rows.append(judge(row, exp[wl]))
+                    _progress(rep, i, len(plan), rows[-1])
+                    if args.out:  # keep what is measured even if the run is cut short
+                        save(args, rows, [], [])
     return rows
 
 
@@ -558,6 +580,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="write every measurement and the summary as JSON")
     p.add_argument("--plot", action="store_true", help="save a bar chart to benchmarks/results.svg")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
+    p.add_argument("--tls", action="store_true", help="over https: a throw-away CA and cert (trustme)")
     p.add_argument("--from-json", default=None, help="print the tables of a saved --out file, run nothing")
     args = p.parse_args(argv)
     args.clients = [c for c in args.clients.split(",") if c]
@@ -579,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     if args.from_json:
         doc = json.loads(Path(args.from_json).read_text())
-        rows, args.reps = doc["rows"], doc["args"]["reps"]
+        rows, args.reps, args.tls = doc["rows"], doc["args"]["reps"], doc["args"].get("tls", False)
         args.scale, args.loops, args.clients = (
             doc["args"]["scale"],
             doc["args"]["loops"],
@@ -591,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     checks = targets(summary, rows, args.loops)
     reps_done = len({r["rep"] for r in rows})
     print(
-        f"## sonicsse end-to-end benchmark\n\nMachine: {machine()}. Scale {args.scale}, {reps_done} rep(s), "
+        f"## sonicsse end-to-end benchmark{' over TLS (https)' if args.tls else ''}\n\n"
+        f"Machine: {machine()}. Scale {args.scale}, {reps_done} rep(s), "
         f"loops {', '.join(args.loops)}; {time.time() - t0:.0f} s.\n"
     )
     print(tables(summary, args.clients) + "\n\n" + targets_table(checks))

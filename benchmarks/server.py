@@ -7,6 +7,9 @@ Routes (one request per connection, the connection closes after the response):
 - ``GET /paced?n=N&interval_us=U``: N token events, one every U µs (absolute deadlines), each data
   starting with the server's ``time.monotonic_ns()`` at the write, zero-padded to 19 digits.
 
+With ``--certfile`` it serves https (``tls_files`` makes a throw-away CA and a certificate for 127.0.0.1
+with ``trustme``; clients trust the CA's file).
+
 Started by ``benchmarks.e2e`` and ``benchmarks.concurrency``; prints ``READY <port>`` when listening.
 Run it alone with ``python -m benchmarks.server --workloads bulk --scale 0.01``.
 """
@@ -19,6 +22,7 @@ import contextlib
 import os
 import resource
 import socket
+import ssl
 import sys
 import time
 from typing import cast
@@ -45,6 +49,22 @@ def pin_cpu(which: str) -> None:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cpus) >= 2:
         os.sched_setaffinity(0, {cpus[-1] if which == "server" else cpus[0]})
+
+
+def tls_files(directory: str) -> tuple[str, str]:
+    """A throw-away CA (``trustme``) and a certificate it signs for 127.0.0.1, written to ``directory``.
+
+    Returns (the CA's PEM file, which clients trust; the server's key and certificate chain PEM file).
+    """
+    try:
+        import trustme
+    except ImportError as exc:
+        raise SystemExit("--tls needs trustme: pip install trustme") from exc
+    ca = trustme.CA()
+    ca_file, cert_file = os.path.join(directory, "ca.pem"), os.path.join(directory, "server.pem")
+    ca.cert_pem.write_to_path(ca_file)
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(cert_file)
+    return ca_file, cert_file
 
 
 class _Conn(asyncio.Protocol):
@@ -142,10 +162,13 @@ class _Conn(asyncio.Protocol):
         await self._write(b"0\r\n\r\n")
 
 
-async def serve(port: int, workloads: dict[str, Workload], watch_stdin: bool) -> None:
-    """Listen on 127.0.0.1 and serve until killed or, with ``watch_stdin``, until stdin closes."""
+async def serve(
+    port: int, workloads: dict[str, Workload], watch_stdin: bool, tls: ssl.SSLContext | None = None
+) -> None:
+    """Listen on 127.0.0.1 (https with ``tls``) and serve until killed or, with ``watch_stdin``, until
+    stdin closes."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Conn(workloads), "127.0.0.1", port, backlog=4096)
+    server = await loop.create_server(lambda: _Conn(workloads), "127.0.0.1", port, backlog=4096, ssl=tls)
     bound = server.sockets[0].getsockname()[1]
     print(f"READY {bound}", flush=True)
     if not watch_stdin:
@@ -165,18 +188,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (parent gone)")
+    parser.add_argument("--certfile", default=None, help="serve https with this key + certificate PEM")
     args = parser.parse_args(argv)
     raise_fd_limit()
     if not args.no_pin:
         pin_cpu("server")
     names = [w for w in args.workloads.split(",") if w]
     workloads = {name: build(name, args.scale) for name in names}
+    tls = None
+    if args.certfile:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.certfile)
     try:
         import uvloop
 
-        uvloop.run(serve(args.port, workloads, args.watch_stdin))
+        uvloop.run(serve(args.port, workloads, args.watch_stdin, tls))
     except ImportError:
-        asyncio.run(serve(args.port, workloads, args.watch_stdin))
+        asyncio.run(serve(args.port, workloads, args.watch_stdin, tls))
 
 
 if __name__ == "__main__":
