@@ -15,17 +15,19 @@ Every test in this folder is marked ``interop``: ``pytest -m "not interop"`` lea
 
 from __future__ import annotations
 
-import ssl
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from interop_content import big_body, small_body, tokens_body
-from interop_support import (
+
+from .interop_content import big_body, small_body, tokens_body
+from .interop_support import (
     HERE,
-    ServerProcess,
+    Certs,
+    Nginx,
+    Origin,
+    Proxy,
     has_ipv6_loopback,
     require_binary,
     require_module,
@@ -51,56 +53,6 @@ def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROXY_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
-
-
-@dataclass(frozen=True)
-class Certs:
-    """A test CA and one server certificate (127.0.0.1, ::1, localhost) as PEM files."""
-
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-    def client_context(self) -> ssl.SSLContext:
-        """A client SSLContext that trusts the test CA only."""
-        return ssl.create_default_context(cafile=str(self.ca_file))
-
-
-@dataclass(frozen=True)
-class Origin:
-    """A running origin server: its base URL (no trailing slash) and process."""
-
-    base: str
-    server: ServerProcess
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-
-@dataclass(frozen=True)
-class Nginx:
-    """The nginx origin: base URLs per listener (the ``*6`` ones None without IPv6 loopback)."""
-
-    http: str
-    https: str
-    h2: str
-    http6: str | None
-    https6: str | None
-    h2_6: str | None
-    https_port: int
-    https6_port: int | None
-    server: ServerProcess
-
-
-@dataclass(frozen=True)
-class Proxy:
-    """A running HTTP proxy: its URL (with the credentials it requires, if any) and process."""
-
-    name: str
-    url: str
-    auth: bool
-    server: ServerProcess
-    log: Path
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -134,6 +135,56 @@ class ServerProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+
+@dataclass(frozen=True)
+class Certs:
+    """A test CA and one server certificate (127.0.0.1, ::1, localhost) as PEM files."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client SSLContext that trusts the test CA only."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+@dataclass(frozen=True)
+class Origin:
+    """A running origin server: its base URL (no trailing slash) and process."""
+
+    base: str
+    server: ServerProcess
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+@dataclass(frozen=True)
+class Nginx:
+    """The nginx origin: base URLs per listener (the ``*6`` ones None without IPv6 loopback)."""
+
+    http: str
+    https: str
+    h2: str
+    http6: str | None
+    https6: str | None
+    h2_6: str | None
+    https_port: int
+    https6_port: int | None
+    server: ServerProcess
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A running HTTP proxy: its URL (with the credentials it requires, if any) and process."""
+
+    name: str
+    url: str
+    auth: bool
+    server: ServerProcess
+    log: Path
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -358,7 +409,7 @@ async def check_stream(
 ) -> dict[str, str]:
     """Read the ``kind`` stream ("events", "big" or "tokens": POST + ``iter_json()``) at ``url`` and
     assert it is exactly what the server was told to send. Returns the response headers."""
-    from interop_content import CHAT_REQUEST, expected_big, expected_small, expected_tokens
+    from .interop_content import CHAT_REQUEST, expected_big, expected_small, expected_tokens
 
     heads: list[dict[str, str]] = []
     if kind == "tokens":

@@ -13,10 +13,9 @@ import json
 from typing import Any
 
 import pytest
-from interop_content import expected_small
-from interop_support import assert_same, free_port, log_count, read_events
 
-from conftest import Certs, Nginx, Origin, Proxy
+from .interop_content import expected_small
+from .interop_support import Certs, Nginx, Origin, Proxy, assert_same, free_port, log_count, read_events
 
 pytestmark = pytest.mark.interop
 

@@ -9,9 +9,20 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from interop_support import APP_PATHS, KINDS, assert_logged, check_stream, log_count, nginx_path, read_events
 
-from conftest import Certs, Nginx, Origin, Proxy
+from .interop_support import (
+    APP_PATHS,
+    KINDS,
+    Certs,
+    Nginx,
+    Origin,
+    Proxy,
+    assert_logged,
+    check_stream,
+    log_count,
+    nginx_path,
+    read_events,
+)
 
 pytestmark = pytest.mark.interop
 

@@ -11,19 +11,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from interop_content import expected_big
-from interop_support import (
+
+from .interop_content import expected_big
+from .interop_support import (
     APP_PATHS,
     KINDS,
     NGINX_LOCATIONS,
+    Certs,
+    Nginx,
+    Origin,
     assert_same,
     check_stream,
     framing,
     nginx_path,
     read_events,
 )
-
-from conftest import Certs, Nginx, Origin
 
 pytestmark = pytest.mark.interop
 

@@ -11,19 +11,22 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from interop_support import (
+
+from sonicsse import SSEConnectionError
+
+from .interop_support import (
     APP_PATHS,
     KINDS,
+    Certs,
+    Nginx,
+    Origin,
+    Proxy,
     assert_logged,
     check_stream,
     log_count,
     nginx_path,
     read_events,
 )
-
-from sonicsse import SSEConnectionError
-
-from conftest import Certs, Nginx, Origin, Proxy
 
 pytestmark = pytest.mark.interop
 
