@@ -121,17 +121,24 @@ class ServerProcess:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; the whole process group (workers included)."""
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+            self._signal(terminate=True)
             try:
                 self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self._signal(terminate=False)
                 self.proc.wait(STOP_TIMEOUT)
         # Workers a server forked may outlive it in its group.
+        self._signal(terminate=False)
+
+    def _signal(self, terminate: bool) -> None:
+        if not hasattr(os, "killpg"):  # Windows: no process groups to signal
+            if self.proc.poll() is None and terminate:
+                self.proc.terminate()
+            elif self.proc.poll() is None:
+                self.proc.kill()
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGTERM if terminate else signal.SIGKILL)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -281,14 +288,18 @@ def start_server(
 
 @contextlib.contextmanager
 def running(server: ServerProcess) -> Iterator[ServerProcess]:
-    """Yield the server, stop it afterwards; if it died while in use, say so with its output."""
+    """Yield the server and stop it afterwards. A server that died while in use is an error of the
+    session's teardown, with its output: the failures it caused have their explanation."""
     try:
         yield server
     finally:
         died = not server.alive()
         server.stop()
-        if died:
-            print(f"{server.name} exited while in use (code {server.proc.returncode})\n{server.log_tail()}")
+    if died:
+        pytest.fail(
+            f"{server.name} exited while in use (code {server.proc.returncode})\n{server.log_tail()}",
+            pytrace=False,
+        )
 
 
 def _short(value: Any, limit: int = 160) -> str:
