@@ -281,7 +281,47 @@ async def aiohttp_server(app: Any) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-class H2Server:
+class _Loopback:
+    """A server on 127.0.0.1, port 0, that keeps its handlers' tasks and sockets and ends them on exit.
+
+    Subclasses write ``_handle(reader, writer)`` and call ``_track(writer)`` first in it; ``_listen_ssl``
+    makes it a TLS server.
+    """
+
+    _listen_ssl: Any = None
+
+    def __init__(self) -> None:
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Any:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._listen_ssl)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+
+    def _track(self, writer: asyncio.StreamWriter) -> asyncio.Task[Any]:
+        """Keep the running handler and its socket until the server exits; gives the handler's task."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        return task
+
+
+class H2Server(_Loopback):
     """A minimal HTTP/2 server over TLS (ALPN "h2"): every request gets a 200 event stream of ``pieces``.
 
     Use as ``async with H2Server(pieces) as srv:``; ``srv.url(path)``, ``srv.client_ssl`` (trusts the
@@ -298,41 +338,22 @@ class H2Server:
         ca = trustme.CA()
         import ssl
 
-        self._server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(self._server_ssl)
-        self._server_ssl.set_alpn_protocols(["h2"])
+        super().__init__()
+        self._listen_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(self._listen_ssl)
+        self._listen_ssl.set_alpn_protocols(["h2"])
         self.client_ssl = ssl.create_default_context()
         ca.configure_trust(self.client_ssl)
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
 
     def url(self, path: str = "/sse") -> str:
         return f"https://127.0.0.1:{self.port}{path}"
-
-    async def __aenter__(self) -> H2Server:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._server_ssl)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         import h2.config
         import h2.connection
         import h2.events
 
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+        task = self._track(writer)
         conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         )
@@ -368,7 +389,7 @@ class H2Server:
             self._tasks.discard(task)
 
 
-class TunnelProxy:
+class TunnelProxy(_Loopback):
     """A small HTTP proxy on 127.0.0.1: ``CONNECT host:port`` opens a tunnel (a byte relay), and a request
     with an absolute URL is relayed to its origin with the request line in origin form.
 
@@ -378,36 +399,17 @@ class TunnelProxy:
     """
 
     def __init__(self, auth: str | None = None, connect_port: int | None = None) -> None:
+        super().__init__()
         self.auth = auth
         self.connect_port = connect_port
         self.heads: list[tuple[str, dict[str, str]]] = []
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> TunnelProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
-
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+        task = self._track(writer)
         upstream: asyncio.StreamWriter | None = None
         try:
             raw = await reader.readuntil(b"\r\n\r\n")
