@@ -675,10 +675,21 @@ def noting(timeline: list[Any]) -> Callable[[str], None]:
     return lambda text: timeline.append(f": {text}")
 
 
-async def test_comment_after_an_event_in_the_same_read_comes_after_it() -> None:
-    """LaunchDarkly's SSE contract test "comment after event"."""
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # LaunchDarkly's SSE contract test "comment after event"
+        (b"data: a\n\n: one\ndata: b\n\n: two\n", ["a", ": one", "b", ": two"]),
+        (b": hello\ndata: a\n\n: before b\ndata: b\n\n", [": hello", "a", ": before b", "b"]),
+        (
+            b"data: 1\n\n: x\n: y\nid: 2\ndata: 2\n\n: z\ndata: 3\n\ndata: 4\n\n:\n:w\n",
+            ["1", ": x", ": y", "2", ": z", "3", "4", ": ", ": w"],
+        ),
+    ],
+    ids=["comment-after-event", "comment-before-event", "several-between-events"],
+)
+async def test_comments_keep_their_places_among_the_events(body: bytes, expected: list[str]) -> None:
     timeline: list[str] = []
-    body = b"data: a\n\n: one\ndata: b\n\n: two\n"
     async with (
         ScriptServer([one_write(body)]) as srv,
         SSEClient() as client,
@@ -686,33 +697,7 @@ async def test_comment_after_an_event_in_the_same_read_comes_after_it() -> None:
     ):
         async for event in conn:
             timeline.append(event["data"])
-    assert timeline == ["a", ": one", "b", ": two"]
-
-
-async def test_comment_before_an_event_comes_before_it() -> None:
-    timeline: list[str] = []
-    body = b": hello\ndata: a\n\n: before b\ndata: b\n\n"
-    async with (
-        ScriptServer([one_write(body)]) as srv,
-        SSEClient() as client,
-        client.connect(srv.url(), reconnect=False, on_comment=noting(timeline)) as conn,
-    ):
-        async for event in conn:
-            timeline.append(event["data"])
-    assert timeline == [": hello", "a", ": before b", "b"]
-
-
-async def test_several_comments_between_events_keep_their_places() -> None:
-    timeline: list[str] = []
-    body = b"data: 1\n\n: x\n: y\nid: 2\ndata: 2\n\n: z\ndata: 3\n\ndata: 4\n\n:\n:w\n"
-    async with (
-        ScriptServer([one_write(body)]) as srv,
-        SSEClient() as client,
-        client.connect(srv.url(), reconnect=False, on_comment=noting(timeline)) as conn,
-    ):
-        async for event in conn:
-            timeline.append(event["data"])
-    assert timeline == ["1", ": x", ": y", "2", ": z", "3", "4", ": ", ": w"]
+    assert timeline == expected
 
 
 async def test_async_on_comment_is_awaited_in_its_place() -> None:
