@@ -42,6 +42,7 @@ PROXY_ENV_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``interop`` marker."""
     config.addinivalue_line(
         "markers", "interop: runs real third-party servers and proxies (nginx, tinyproxy, uvicorn...)"
     )
@@ -57,6 +58,7 @@ def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def interop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's folder for the servers' configuration, files and logs (one subfolder each)."""
     return tmp_path_factory.mktemp("interop")
 
 
@@ -68,6 +70,7 @@ def ipv6() -> bool:
 
 @pytest.fixture(scope="session")
 def certs(interop_dir: Path) -> Certs:
+    """A trustme CA and a server certificate for the TLS servers, written as PEM files."""
     import trustme
 
     ca = trustme.CA()

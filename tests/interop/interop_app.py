@@ -48,6 +48,7 @@ def _stream(
 
 
 async def events(request: Request) -> Response:
+    """GET /events: ``n`` small events, ``batch`` per message."""
     count = int(request.query_params.get("n", SMALL_COUNT))
     batch = int(request.query_params.get("batch", 1))
 
@@ -64,6 +65,8 @@ async def events(request: Request) -> Response:
 
 
 async def big(request: Request) -> Response:
+    """GET /big: the BIG_COUNT events of BIG_SIZE characters."""
+
     async def gen() -> AsyncIterator[ServerSentEvent | bytes]:
         for i in range(1, BIG_COUNT + 1):
             yield ServerSentEvent(big_data(i), id=str(i))
@@ -72,6 +75,7 @@ async def big(request: Request) -> Response:
 
 
 async def chat(request: Request) -> Response:
+    """POST /v1/chat/completions: the token stream, when the body is CHAT_REQUEST."""
     if not is_chat_request(await request.body()):
         return PlainTextResponse("the request body is not the expected JSON", status_code=400)
 
@@ -84,6 +88,7 @@ async def chat(request: Request) -> Response:
 
 
 async def headers(request: Request) -> Response:
+    """GET /headers: one event with the request's headers and HTTP version."""
     info = {"headers": dict(request.headers), "http_version": request.scope.get("http_version")}
     data = json.dumps(info, sort_keys=True)
     return Response(f"data: {data}\n\n".encode(), media_type="text/event-stream")

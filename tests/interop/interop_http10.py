@@ -25,6 +25,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def do_GET(self) -> None:
+        """GET /events?n=N and /big."""
         url = urlsplit(self.path)
         if url.path == "/events":
             count = int(parse_qs(url.query).get("n", [str(SMALL_COUNT)])[0])
@@ -35,6 +36,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404)
 
     def do_POST(self) -> None:
+        """POST /v1/chat/completions (the body must be CHAT_REQUEST)."""
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if urlsplit(self.path).path != "/v1/chat/completions":
             self.send_error(404)
@@ -54,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
     def log_message(self, format: str, *args: object) -> None:
-        pass
+        """No access log on stderr."""
 
 
 class Server(ThreadingHTTPServer):
@@ -64,6 +66,7 @@ class Server(ThreadingHTTPServer):
 
 
 def main() -> None:
+    """Serve on ``argv[1]`` (an IPv4 or IPv6 address), port ``argv[2]``, until terminated."""
     host, port = sys.argv[1], int(sys.argv[2])
     Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with Server((host, port), Handler) as server:

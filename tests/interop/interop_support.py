@@ -107,6 +107,7 @@ class ServerProcess:
 
     @property
     def port(self) -> int:
+        """The port of the first address."""
         return self.addresses[0][1]
 
     def log_tail(self, size: int = 4000) -> str:
@@ -141,6 +142,7 @@ class ServerProcess:
             os.killpg(self.proc.pid, signal.SIGTERM if terminate else signal.SIGKILL)
 
     def alive(self) -> bool:
+        """The process has not exited."""
         return self.proc.poll() is None
 
 
@@ -165,6 +167,7 @@ class Origin:
     server: ServerProcess
 
     def url(self, path: str) -> str:
+        """The URL of ``path`` on this origin."""
         return self.base + path
 
 

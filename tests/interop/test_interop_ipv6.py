@@ -36,6 +36,7 @@ def nginx6(nginx: Nginx) -> Nginx:
 
 
 def v6_base(nginx: Nginx, scheme: str) -> str:
+    """nginx's [::1] base URL for ``scheme``: "http", "https" or "h2"."""
     base = {"http": nginx.http6, "https": nginx.https6, "h2": nginx.h2_6}[scheme]
     assert base is not None
     return base
