@@ -21,11 +21,13 @@ cdef enum:
     C_INITIAL_SIZE = 1 << 12
     C_CAPACITY = 1 << 18
     C_QUIET_READS = 64
+    C_TLS_RECORD = 1 << 14
 
 READ_SIZE = C_READ_SIZE
 INITIAL_SIZE = C_INITIAL_SIZE
 CAPACITY = C_CAPACITY
 QUIET_READS = C_QUIET_READS
+TLS_RECORD = C_TLS_RECORD
 MAX_LENGTH = PY_SSIZE_T_MAX
 
 cdef object Future = asyncio.Future
@@ -117,10 +119,20 @@ cdef class ReceiverCore:
                 self._filled and room < C_READ_SIZE and PyByteArray_GET_SIZE(self.buffer) < C_CAPACITY
             ):
                 # room == 0: fed while paused (a TLS layer hands over all it decrypted): never refuse.
-                self._grow()
+                self._grow(C_READ_SIZE)
                 room = PyByteArray_GET_SIZE(self.buffer) - end
-        self._offered = room if room < C_READ_SIZE else C_READ_SIZE
-        return self._view[end : end + self._offered]
+        cdef Py_ssize_t offered = room if room < C_READ_SIZE else C_READ_SIZE
+        cdef Py_ssize_t hint = sizehint
+        if hint > offered:
+            # A TLS layer asks for room for everything it has decrypted: uvloop's reads what does not
+            # fit on a later turn of the loop, and drops it if the peer's FIN comes in between.
+            hint += C_TLS_RECORD  # the decrypted record in hand may come on top
+            if hint > room:
+                self._grow(hint)
+                room = PyByteArray_GET_SIZE(self.buffer) - end
+            offered = hint
+        self._offered = offered
+        return self._view[end : end + offered]
 
     def buffer_updated(self, Py_ssize_t nbytes):
         cdef Py_ssize_t size = PyByteArray_GET_SIZE(self.buffer)
@@ -258,12 +270,13 @@ cdef class ReceiverCore:
             self.end = end - start
         return 0
 
-    cdef int _grow(self) except -1:
+    cdef int _grow(self, Py_ssize_t room) except -1:
+        # A larger buffer, with at least ``room`` bytes after ``end``.
         cdef Py_ssize_t size = 2 * PyByteArray_GET_SIZE(self.buffer)
         if size > C_CAPACITY:
             size = C_CAPACITY
-        if size < self.end + C_READ_SIZE:
-            size = self.end + C_READ_SIZE
+        if size < self.end + room:
+            size = self.end + room
         grown = bytearray(size)
         grown[: self.end] = self._view[: self.end]
         self.buffer = grown

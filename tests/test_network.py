@@ -510,3 +510,51 @@ async def test_an_invalid_url_is_a_typed_error_at_once(url: str) -> None:
             client.connect(url)  # raised by connect() itself: nothing is sent, nothing is retried
     assert isinstance(info.value, SSEConnectionError) and isinstance(info.value, ValueError)
     assert info.value.status is None
+
+
+@pytest.fixture(scope="module")
+def tls_close_without_notify_url(server_ssl: ssl.SSLContext) -> Iterator[str]:
+    """An https origin that sends a 4 MiB close-delimited body at once, then closes its socket without
+    TLS close_notify (as many servers do): the TLS layer sees the FIN with data still to decrypt."""
+    body = b"".join(b"id: %d\ndata: " % i + bytes([65 + i]) * (1 << 20) + b"\n\n" for i in range(4))
+    head_bytes = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                with server_ssl.wrap_socket(raw, server_side=True) as tls:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        request += tls.recv(4096)
+                    tls.sendall(head_bytes + body)
+                    tls.shutdown(socket.SHUT_RDWR)  # FIN, no close_notify
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}/sse"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+
+
+async def test_tls_close_delimited_body_is_read_to_its_last_byte(
+    tls_close_without_notify_url: str, client_ssl: ssl.SSLContext
+) -> None:
+    async with SSEClient() as client:
+        for _ in range(5):  # the loss, when there was one, hit about every other read
+            async with client.connect(tls_close_without_notify_url, ssl=client_ssl, reconnect=False) as conn:
+                got = [(event["id"], len(event["data"])) async for event in conn]
+            assert got == [(str(i), 1 << 20) for i in range(4)]

@@ -141,6 +141,20 @@ async def test_never_offers_an_empty_buffer_even_when_fed_while_paused(BodyRecei
     assert take(rx) == b"a" * CAPACITY + b"b" * 1000
 
 
+@pytest.mark.parametrize("asked", [READ_SIZE + 1, 300_000, 3 * CAPACITY])
+async def test_room_for_all_a_tls_layer_asks_for(BodyReceiver: Any, asked: int) -> None:
+    """A TLS layer asks for room for everything it decrypted; uvloop's drops what does not fit if the
+    peer's FIN comes before its next read, so the whole ask (and a record on top) is offered."""
+    rx = BodyReceiver(RecordingTransport(), None)
+    deliver(rx, b"x" * 1000)
+    room = rx.get_buffer(asked)
+    assert len(room) >= asked
+    room[:asked] = b"y" * asked
+    rx.buffer_updated(asked)
+    assert take(rx) == b"x" * 1000 + b"y" * asked
+    assert len(rx.get_buffer(-1)) <= READ_SIZE  # plain sockets are offered what they always were
+
+
 async def test_eof_and_loss_come_after_the_buffered_bytes(BodyReceiver: Any) -> None:
     rx = BodyReceiver(RecordingTransport(), None)
     deliver(rx, b"data: last\n\n")
@@ -176,7 +190,7 @@ async def test_a_view_stays_valid_until_the_consumer_waits(BodyReceiver: Any) ->
 async def test_module_constants_are_consistent(receiver_module: Any, BodyReceiver: Any) -> None:
     assert INITIAL_SIZE <= READ_SIZE <= CAPACITY
     # the twins use the same sizes
-    sizes = ("READ_SIZE", "INITIAL_SIZE", "CAPACITY", "QUIET_READS")
+    sizes = ("READ_SIZE", "INITIAL_SIZE", "CAPACITY", "QUIET_READS", "TLS_RECORD")
     assert [getattr(receiver_module, n) for n in sizes] == [getattr(_receiver_py, n) for n in sizes]
     assert asyncio.BufferedProtocol in BodyReceiver.__mro__
     assert isinstance(BodyReceiver(RecordingTransport(), None, eof=True), asyncio.BufferedProtocol)

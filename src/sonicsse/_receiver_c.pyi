@@ -7,6 +7,7 @@ READ_SIZE: int
 INITIAL_SIZE: int
 CAPACITY: int
 QUIET_READS: int
+TLS_RECORD: int
 MAX_LENGTH: int
 
 class ReceiverCore:

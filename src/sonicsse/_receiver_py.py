@@ -35,6 +35,8 @@ READ_SIZE = 1 << 16
 #: given. Above CAPACITY unread, the socket is paused.
 INITIAL_SIZE = 1 << 12
 CAPACITY = 1 << 18
+#: Room offered on top of what a TLS layer asks for (its size hint can leave out a decrypted record).
+TLS_RECORD = 1 << 14
 #: The largest Content-Length held (the compiled twin keeps it in a C ``Py_ssize_t``).
 MAX_LENGTH = sys.maxsize
 #: A grown buffer goes back to INITIAL_SIZE after this many reads in a row that would have fitted in it, so
@@ -135,8 +137,17 @@ class BodyReceiver(asyncio.BufferedProtocol):
                 # room == 0: fed while paused (a TLS layer hands over all it decrypted): never refuse.
                 self._grow()
                 room = len(self.buffer) - end
-        self._offered = room if room < READ_SIZE else READ_SIZE
-        return self._view[end : end + self._offered]
+        offered = room if room < READ_SIZE else READ_SIZE
+        if sizehint > offered:
+            # A TLS layer asks for room for everything it has decrypted: uvloop's reads what does not
+            # fit on a later turn of the loop, and drops it if the peer's FIN comes in between.
+            want = sizehint + TLS_RECORD  # the decrypted record in hand may come on top
+            if want > room:
+                self._grow(want)
+                room = len(self.buffer) - end
+            offered = want
+        self._offered = offered
+        return self._view[end : end + offered]
 
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
@@ -274,8 +285,9 @@ class BodyReceiver(asyncio.BufferedProtocol):
             self._view[: end - start] = self._view[start:end]
             self.start, self.end = 0, end - start
 
-    def _grow(self) -> None:
-        grown = bytearray(max(min(2 * len(self.buffer), CAPACITY), self.end + READ_SIZE))
+    def _grow(self, room: int = READ_SIZE) -> None:
+        """A larger buffer, with at least ``room`` bytes after ``end``."""
+        grown = bytearray(max(min(2 * len(self.buffer), CAPACITY), self.end + room))
         grown[: self.end] = self._view[: self.end]
         self.buffer = grown
         self._view = memoryview(grown)

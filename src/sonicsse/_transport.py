@@ -521,7 +521,7 @@ async def open_response(
 
     With sonicsse's own HTTPClient, a plain-http request that goes through a proxy is sent by that
     proxy's forwarding client. ``ssl`` applies to https only, and an IPv6 address gets the ``Host``
-    header aiosonic would write without brackets.
+    header aiosonic would write without brackets (and HTTP/1.1, where aiosonic's HTTP/2 cannot name it).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -534,9 +534,15 @@ async def open_response(
     ours = isinstance(connector, StreamConnector)
     if ours:
         client = connector.forwarding_client(scheme, host, port) or client
-    if ":" in host and not any(name.lower() == "host" for name in headers):
-        default = port == (443 if scheme == "https" else 80)
-        headers = {**headers, "Host": f"[{host}]" if default else format_host(host, port)}
+    if ":" in host:
+        if kwargs.get("http2"):
+            # aiosonic cuts an IPv6 address at its first colon when it writes the HTTP/2 :authority (an
+            # empty one, which servers refuse or never answer): HTTP/1.1 it is, with a correct Host.
+            logger.debug("sonicsse: HTTP/1.1 for %s: aiosonic cannot name an IPv6 address in HTTP/2", host)
+            kwargs["http2"] = False
+        if not any(name.lower() == "host" for name in headers):
+            default = port == (443 if scheme == "https" else 80)
+            headers = {**headers, "Host": f"[{host}]" if default else format_host(host, port)}
     pool_safe = ours or (kwargs.get("verify", True) and kwargs.get("ssl") is None)
     token = HOLD.set(True)
     try:
