@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ __all__ = [
     "aiohttp_server",
     "chunk",
     "gzip_chunks",
+    "has_ipv6_loopback",
     "head",
     "sse_chunked",
     "sse_close",
@@ -92,6 +94,18 @@ _REASONS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+def has_ipv6_loopback() -> bool:
+    """True when a socket can listen on ``[::1]``."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
 
 
 def chunk(data: bytes) -> bytes:

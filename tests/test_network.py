@@ -29,6 +29,7 @@ from servers import (
     TunnelProxy,
     chunk,
     gzip_chunks,
+    has_ipv6_loopback,
     head,
     sse_chunked,
     sse_close,
@@ -308,16 +309,7 @@ async def test_ssl_context_with_http_url_and_redirect_to_https(
 # -- IPv6 -----------------------------------------------------------------------------------------------
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
 
 
 @ipv6

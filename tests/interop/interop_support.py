@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from servers import has_ipv6_loopback  # noqa: F401 - the interop fixtures take it from here
+
 HERE = Path(__file__).resolve().parent
 #: How long a server may take to accept connections, and to exit once told to.
 START_TIMEOUT = 30.0
@@ -59,18 +61,6 @@ def require_module(name: str) -> None:
     """Make sure the Python module ``name`` can be imported by a server subprocess; see :func:`missing`."""
     if importlib.util.find_spec(name) is None:
         missing(f"the Python module {name}")
-
-
-def has_ipv6_loopback() -> bool:
-    """True when a socket can listen on ``[::1]``."""
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
