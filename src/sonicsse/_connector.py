@@ -12,7 +12,8 @@ pooled connection object) is sonicsse's:
 - ``ssl=`` applies to https only (aiosonic would wrap a plain http connection in it).
 - Names resolve to IPv4 and IPv6 addresses, tried in the resolver's order until one connects.
 
-aiosonic names used beyond its documented API (checked by the tests against the installed version):
+aiosonic names used beyond its documented API (checked against the installed version by
+``tests/test_aiosonic_seam.py``):
 ``Connection.reader``/``writer``/``temp_key``/``_verify``/``reused``/``blocked``/``keep``,
 ``Connection._connection_made()`` (sets HTTP/2 up after ALPN), ``SmartPool._init_pool``/
 ``_new_connection``/``_free_count``/``sem``, ``TCPConnector.after_acquire``/``resolver``/``cache``.

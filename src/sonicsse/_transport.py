@@ -1,10 +1,17 @@
-"""The only module that touches aiosonic: open a streamed response, read raw body bytes, close it.
+"""aiosonic's responses, for sonicsse: open a streamed response, read raw body bytes, close it.
 
-aiosonic sends the request (TLS, proxies, pools, cookies, auth, HTTP/2) and parses the status line
-and headers. The HTTP/1.1 body is read here: the connection's socket is handed from aiosonic's
-``StreamReader`` to a :class:`BodyReceiver`, which reads it into one reusable buffer, and chunked
-framing and gzip/deflate are undone synchronously on the bytes of each socket read, whatever the
-framing (chunked, ``Content-Length`` or close-delimited).
+With ``_connector`` (how connections are made), the only modules that touch aiosonic. aiosonic sends
+the request (pools, cookies, auth, HTTP/2) and parses the status line and headers. The HTTP/1.1 body is
+read here: the connection's socket is handed from aiosonic's ``StreamReader`` to a
+:class:`BodyReceiver`, which reads it into one reusable buffer, and chunked framing and gzip/deflate are
+undone synchronously on the bytes of each socket read, whatever the framing (chunked,
+``Content-Length`` or close-delimited). Where the handover cannot be proved exact
+(``handover_refusal``), the receiver is fed from aiosonic's reader instead.
+
+aiosonic and asyncio names used beyond their documented API (checked against the installed versions by
+``tests/test_aiosonic_seam.py``): the response's ``_connection``, ``_owns_connection``, ``_remaining``,
+``_h2_chunk_queue``, ``_h2_flow_cb``, ``_discard_h2_queue()``; ``StreamReader._buffer``, ``_eof``,
+``_paused``, ``_transport``; ``StreamReaderProtocol._stream_reader``.
 """
 
 from __future__ import annotations
