@@ -13,7 +13,7 @@ import socket
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -140,43 +140,31 @@ def gzip_chunks(pieces: Sequence[bytes], wbits: int = 31) -> list[bytes]:
     return out
 
 
-class ScriptServer:
-    """Serves scripted bytes: ``script(n, request)`` gives the steps for the n-th request (from 0).
+_L = TypeVar("_L", bound="_Loopback")
 
-    Use as ``async with ScriptServer(script) as srv:``; ``srv.url(path)``, ``srv.requests``.
-    A keep-alive connection can carry several requests: after a script ends without CLOSE/DROP/STALL
-    the server reads the next request from the same socket.
+
+class _Loopback:
+    """A server on loopback (``host``, 127.0.0.1 by default), port 0, that keeps its handlers' tasks and
+    sockets and ends them on exit.
+
+    Subclasses write ``_handle(reader, writer)`` and call ``_track(writer)`` first in it; ``_listen_ssl``
+    makes it a TLS server.
     """
 
-    def __init__(
-        self,
-        script: Script | Sequence[Sequence[Step]],
-        *,
-        ssl: Any = None,
-        host: str = "127.0.0.1",
-    ) -> None:
-        self._ssl = ssl
-        self.host = host
-        if callable(script):
-            self._script: Script = script
-        else:
-            scripts = list(script)
-            self._script = lambda n, _req: scripts[min(n, len(scripts) - 1)]
-        self.requests: list[Request] = []
-        self.conns: list[_Conn] = []
-        self.new_request = asyncio.Condition()
+    _listen_ssl: Any = None
+    host = "127.0.0.1"
+
+    def __init__(self) -> None:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
 
-    def url(self, path: str = "/sse") -> str:
-        scheme = "https" if self._ssl is not None else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}{path}"
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
-    async def __aenter__(self) -> ScriptServer:
-        self._server = await asyncio.start_server(self._handle, self.host, 0, ssl=self._ssl)
+    async def __aenter__(self: _L) -> _L:
+        self._server = await asyncio.start_server(self._handle, self.host, 0, ssl=self._listen_ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -192,16 +180,54 @@ class ScriptServer:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 2)
 
+    def _track(self, writer: asyncio.StreamWriter) -> asyncio.Task[Any]:
+        """Keep the running handler and its socket until the server exits; gives the handler's task."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        return task
+
+
+class ScriptServer(_Loopback):
+    """Serves scripted bytes: ``script(n, request)`` gives the steps for the n-th request (from 0).
+
+    Use as ``async with ScriptServer(script) as srv:``; ``srv.url(path)``, ``srv.requests``.
+    A keep-alive connection can carry several requests: after a script ends without CLOSE/DROP/STALL
+    the server reads the next request from the same socket.
+    """
+
+    def __init__(
+        self,
+        script: Script | Sequence[Sequence[Step]],
+        *,
+        ssl: Any = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        super().__init__()
+        self._listen_ssl = ssl
+        self.host = host
+        if callable(script):
+            self._script: Script = script
+        else:
+            scripts = list(script)
+            self._script = lambda n, _req: scripts[min(n, len(scripts) - 1)]
+        self.requests: list[Request] = []
+        self.conns: list[_Conn] = []
+        self.new_request = asyncio.Condition()
+
+    def url(self, path: str = "/sse") -> str:
+        scheme = "https" if self._listen_ssl is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}{path}"
+
     async def wait_requests(self, count: int, timeout: float = 5.0) -> None:
         """Wait until ``count`` requests were received."""
         async with self.new_request:
             await asyncio.wait_for(self.new_request.wait_for(lambda: len(self.requests) >= count), timeout)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+        task = self._track(writer)
         conn = _Conn(len(self.conns))
         self.conns.append(conn)
         try:
@@ -293,46 +319,6 @@ async def aiohttp_server(app: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
-
-
-class _Loopback:
-    """A server on 127.0.0.1, port 0, that keeps its handlers' tasks and sockets and ends them on exit.
-
-    Subclasses write ``_handle(reader, writer)`` and call ``_track(writer)`` first in it; ``_listen_ssl``
-    makes it a TLS server.
-    """
-
-    _listen_ssl: Any = None
-
-    def __init__(self) -> None:
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Any:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._listen_ssl)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
-
-    def _track(self, writer: asyncio.StreamWriter) -> asyncio.Task[Any]:
-        """Keep the running handler and its socket until the server exits; gives the handler's task."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        return task
 
 
 class H2Server(_Loopback):
