@@ -891,8 +891,6 @@ class SSEConnection:
                         "" if cfg.max_retries is None else f" of {cfg.max_retries + 1}",
                     )
                 await call_hook(cfg.on_retry, self._failures + 1, delay, cause)
-                if self._closed:  # by on_retry
-                    return False
                 await self._sleep(delay)
                 if self._closed:
                     return False
@@ -918,7 +916,10 @@ class SSEConnection:
             return opened
 
     async def _sleep(self, delay: float) -> None:
-        """Wait before the next attempt; ``close()`` cuts the wait short."""
+        """Wait before the next attempt; ``close()`` cuts the wait short (or skips it, when it came
+        before, e.g. from ``on_retry``)."""
+        if self._closed:
+            return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         handle = loop.call_later(max(0.0, delay), _resolve, waiter)
@@ -969,12 +970,12 @@ class SSEConnection:
                 self._finished = True
                 raise SSEConnectionError(describe_failure(exc, url), method=method.upper(), url=url) from exc
             except ProxyError as exc:
+                reason = describe_failure(exc, url)
                 if exc.permanent:  # the proxy's credentials or its policy: asking again will not help
                     self._finished = True
-                    raise SSEConnectionError(
-                        str(exc), method=method.upper(), url=url, status=exc.status
-                    ) from exc
-                raise _Retryable(str(exc), status=exc.status, unprocessed=True) from exc
+                    status = exc.status
+                    raise SSEConnectionError(reason, method=method.upper(), url=url, status=status) from exc
+                raise _Retryable(reason, status=exc.status, unprocessed=True) from exc
             except (ValueError, TypeError) as exc:
                 if not is_bad_response(exc):
                     raise  # invalid arguments (e.g. a header value aiosonic refuses)
