@@ -56,7 +56,6 @@ def test_environment_by_scheme_all_proxy_and_lower_case(env: pytest.MonkeyPatch)
     env.setenv("HTTPS_PROXY", "http://secure-proxy:1")
     env.setenv("ALL_PROXY", "http://all-proxy:2")
     routes = ProxyRoutes()
-    assert routes.active
     assert routes.for_url("https", "a.example", 443) == ProxyURL("secure-proxy", 1)
     assert routes.for_url("http", "a.example", 80) == ProxyURL("all-proxy", 2)
     env.setenv("https_proxy", "http://lower:3")  # the lower-case form wins, as in urllib and httpx
@@ -66,7 +65,8 @@ def test_environment_by_scheme_all_proxy_and_lower_case(env: pytest.MonkeyPatch)
 def test_environment_is_ignored_without_trust_env(env: pytest.MonkeyPatch) -> None:
     env.setenv("HTTPS_PROXY", "http://secure-proxy:1")
     routes = ProxyRoutes(trust_env=False)
-    assert not routes.active and routes.for_url("https", "a.example", 443) is None
+    assert routes.for_url("https", "a.example", 443) is None
+    assert routes.for_url("http", "a.example", 80) is None
     assert ProxyRoutes().for_url("https", "a.example", 443) is not None
 
 

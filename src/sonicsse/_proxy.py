@@ -98,37 +98,30 @@ def _redacted(scheme: str, netloc: str) -> str:
 class ProxyRoutes:
     """The proxy of each request: the explicit one, else (with ``trust_env``) the environment's."""
 
-    __slots__ = ("_environment", "_explicit")
+    __slots__ = ("_environment", "_explicit", "_proxies")
 
     def __init__(self, proxy: str | None = None, trust_env: bool = True) -> None:
         self._explicit = parse_proxy_url(proxy) if proxy is not None else None
         self._environment: dict[str, str] = {}
+        # The environment's proxies by scheme ("http", "https", "all"), parsed once: a bad proxy
+        # variable fails here, not on a request.
+        self._proxies: dict[str, ProxyURL] = {}
         if self._explicit is None and trust_env:
             self._environment = getproxies_environment()
-            for name in ("http", "https", "all"):  # a bad proxy variable fails here, not on a request
-                if self._environment.get(name):
-                    parse_proxy_url(self._environment[name])
-
-    @property
-    def active(self) -> bool:
-        """Whether any request can go through a proxy."""
-        return self._explicit is not None or any(
-            self._environment.get(name) for name in ("http", "https", "all")
-        )
+            self._proxies = {
+                name: parse_proxy_url(self._environment[name])
+                for name in ("http", "https", "all")
+                if self._environment.get(name)
+            }
 
     def for_url(self, scheme: str, host: str, port: int) -> ProxyURL | None:
         """The proxy for a request to ``scheme://host:port``, or None to connect directly."""
         if self._explicit is not None:
             return self._explicit
-        env = self._environment
-        if not env:
+        proxy = self._proxies.get(scheme) or self._proxies.get("all")
+        if proxy is None or _bypassed(host, port, self._environment):
             return None
-        proxy = env.get(scheme) or env.get("all")
-        if not proxy:
-            return None
-        if _bypassed(host, port, env):
-            return None
-        return parse_proxy_url(proxy)
+        return proxy
 
 
 def _bypassed(host: str, port: int, env: dict[str, str]) -> bool:
