@@ -38,6 +38,19 @@ cdef object get_running_loop = asyncio.get_running_loop
 cdef object BASE_CREATE_FUTURE = asyncio.BaseEventLoop.create_future
 
 
+def takes_size_hints(transport):
+    """Whether ``get_buffer()`` must honour the size hints of ``transport``'s reads: unless it is known
+    to be a plain socket (it names its socket and no TLS context), as a TLS layer's are needs. A plain
+    socket's hint is the event loop's read size (uvloop passes libuv's 64 KiB on every read)."""
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    if get_extra_info is None:
+        return True
+    try:
+        return get_extra_info("sslcontext") is not None or get_extra_info("socket") is None
+    except Exception:
+        return True
+
+
 cdef class ReceiverCore:
     """The state and methods of ``BodyReceiver`` (which adds ``asyncio.BufferedProtocol`` as a base)."""
 
@@ -62,6 +75,7 @@ cdef class ReceiverCore:
     cdef Py_ssize_t _quiet
     cdef bint _paused
     cdef bint _filled
+    cdef bint _hints  # honour get_buffer()'s size hint (see takes_size_hints)
 
     def __init__(self, transport, previous, initial=b"", bint eof=False):
         cdef Py_ssize_t size = C_INITIAL_SIZE
@@ -93,6 +107,7 @@ cdef class ReceiverCore:
         self._quiet = 0
         self._transport = transport
         self._previous = previous
+        self._hints = takes_size_hints(transport)
         if not eof:
             transport.set_protocol(self)
             if not transport.is_reading():
@@ -123,7 +138,7 @@ cdef class ReceiverCore:
                 room = PyByteArray_GET_SIZE(self.buffer) - end
         cdef Py_ssize_t offered = room if room < C_READ_SIZE else C_READ_SIZE
         cdef Py_ssize_t hint = sizehint
-        if hint > offered:
+        if hint > offered and self._hints:
             # A TLS layer asks for room for everything it has decrypted: uvloop's reads what does not
             # fit on a later turn of the loop, and drops it if the peer's FIN comes in between.
             hint += C_TLS_RECORD  # the decrypted record in hand may come on top

@@ -10,6 +10,8 @@ QUIET_READS: int
 TLS_RECORD: int
 MAX_LENGTH: int
 
+def takes_size_hints(transport: Any) -> bool: ...
+
 class ReceiverCore:
     buffer: bytearray
     start: int

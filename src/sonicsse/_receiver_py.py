@@ -10,6 +10,10 @@ The receiver also knows how the body is framed (``set_framing()``): ``take()`` a
 payload without its framing and say when the body is ``completed``, so that the consumer's per-read step
 is one call.
 
+The buffer holds only what a stream needs: it starts at INITIAL_SIZE, grows while reads fill it (bulk,
+large events) or a TLS layer asks for more, and goes back to INITIAL_SIZE once the stream is quiet again,
+so that thousands of slow streams cost a few KiB each.
+
 The consumer owns ``buffer[start:end]``: it parses from ``start``, moves ``start`` past what it used, and
 may rewrite the bytes it has already parsed (the chunked decoder compacts the payload in place). A view it
 was given stays valid until it next awaits anything: only the event loop's callbacks (``get_buffer``)
@@ -36,12 +40,26 @@ READ_SIZE = 1 << 16
 INITIAL_SIZE = 1 << 12
 CAPACITY = 1 << 18
 #: Room offered on top of what a TLS layer asks for (its size hint can leave out a decrypted record).
+#: Only a TLS transport's size hint is a need: a plain socket's is the event loop's read size (uvloop
+#: passes libuv's 64 KiB on every read), and honouring it kept 80 KiB per stream, however quiet.
 TLS_RECORD = 1 << 14
 #: The largest Content-Length held (the compiled twin keeps it in a C ``Py_ssize_t``).
 MAX_LENGTH = sys.maxsize
 #: A grown buffer goes back to INITIAL_SIZE after this many reads in a row that would have fitted in it, so
 #: a stream that once had a burst does not keep 256 KiB for the rest of its life.
 QUIET_READS = 64
+
+
+def takes_size_hints(transport: Any) -> bool:
+    """Whether ``get_buffer()`` must honour the size hints of ``transport``'s reads: unless it is known
+    to be a plain socket (it names its socket and no TLS context), as a TLS layer's are needs."""
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    if get_extra_info is None:
+        return True
+    try:
+        return get_extra_info("sslcontext") is not None or get_extra_info("socket") is None
+    except Exception:
+        return True
 
 
 class Dechunker(Protocol):
@@ -60,6 +78,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
     __slots__ = (
         "_chunked",
         "_filled",
+        "_hints",
         "_loop",
         "_offered",
         "_paused",
@@ -112,6 +131,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
         self._quiet = 0  # reads in a row that were small
         self._transport = transport
         self._previous = previous
+        self._hints = takes_size_hints(transport)
         if not eof:
             transport.set_protocol(self)
             if not transport.is_reading():  # the StreamReader had paused it
@@ -138,7 +158,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
                 self._grow()
                 room = len(self.buffer) - end
         offered = room if room < READ_SIZE else READ_SIZE
-        if sizehint > offered:
+        if sizehint > offered and self._hints:
             # A TLS layer asks for room for everything it has decrypted: uvloop's reads what does not
             # fit on a later turn of the loop, and drops it if the peer's FIN comes in between.
             want = sizehint + TLS_RECORD  # the decrypted record in hand may come on top
