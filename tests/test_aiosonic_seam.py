@@ -1,63 +1,107 @@
-"""The aiosonic and asyncio internals that ``sonicsse._connector`` and ``sonicsse._transport`` rely on
-(their docstrings list them) exist with the expected shape in the installed versions: an aiosonic
-release that renames one fails here, by name, instead of somewhere in a stream."""
+"""The seam to aiosonic (``sonicsse._seam``): the only module that imports aiosonic, and its check of the
+private names it relies on, which fails at import, by name, on an aiosonic that lacks one."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
-import inspect
+from pathlib import Path
 
+import pytest
 from aiosonic.client import HttpResponse
 from aiosonic.connection import Connection
-from aiosonic.connectors import TCPConnector
-from aiosonic.pools import PoolConfig, SmartPool
+from aiosonic.pools import PoolConfig
 
-from sonicsse._connector import HoldingConnection, LazyPool
+import sonicsse
+from sonicsse import _seam
 
-
-def test_response_internals() -> None:
-    response = HttpResponse()
-    for name in ("_connection", "_owns_connection", "_remaining", "_h2_chunk_queue", "_h2_flow_cb"):
-        assert hasattr(response, name), name
-    assert callable(response._discard_h2_queue)
+SOURCES = Path(sonicsse.__file__).parent
 
 
-def test_connection_internals() -> None:
-    conn = Connection(SmartPool(PoolConfig(size=1), Connection))
-    for name in ("reader", "writer", "temp_key", "_verify", "reused", "blocked", "keep", "h2conn", "key"):
-        assert hasattr(conn, name), name
-    assert inspect.iscoroutinefunction(Connection._connection_made)
-    assert list(inspect.signature(Connection.connect).parameters) == [
-        "self",
-        "urlparsed",
-        "dns_info",
-        "verify",
-        "ssl_context",
-        "http2",
-    ]
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
 
 
-def test_connector_and_pool_internals() -> None:
-    assert list(inspect.signature(TCPConnector.after_acquire).parameters) == [
-        "self",
-        "urlparsed",
-        "conn",
-        "verify",
-        "ssl",
-        "timeouts",
-        "http2",
-    ]
-    pool = LazyPool(PoolConfig(size=2), HoldingConnection)
-    for name in ("_free_count", "sem", "pool", "_new_connection"):
-        assert hasattr(pool, name), name
-    connector = TCPConnector()
-    assert hasattr(connector, "resolver") and hasattr(connector, "cache")
+def test_only_the_seam_imports_aiosonic_or_its_http2_engine() -> None:
+    importers = sorted(
+        path.name for path in SOURCES.glob("*.py") if _imported_modules(path) & {"aiosonic", "h2"}
+    )
+    assert importers == ["_seam.py"]
 
 
-async def test_stream_internals() -> None:
-    reader = asyncio.StreamReader()
-    protocol = asyncio.StreamReaderProtocol(reader)
-    assert isinstance(reader._buffer, bytearray)  # type: ignore[attr-defined]
-    for name in ("_eof", "_paused", "_transport"):
-        assert hasattr(reader, name), name
-    assert protocol._stream_reader is reader  # type: ignore[attr-defined]
+def test_the_installed_aiosonic_has_the_shape_the_seam_relies_on() -> None:
+    _seam.check_shape()  # also ran at import
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [
+        (HttpResponse, "_discard_h2_queue"),
+        (Connection, "_connection_made"),
+        (asyncio.StreamReader, "feed_eof"),  # not relied on: must not fail
+    ],
+)
+def test_a_missing_private_name_fails_with_the_aiosonic_version(
+    monkeypatch: pytest.MonkeyPatch, owner: type, name: str
+) -> None:
+    monkeypatch.delattr(owner, name)
+    if name == "feed_eof":
+        _seam.check_shape()
+        return
+    with pytest.raises(ImportError) as caught:
+        _seam.check_shape()
+    message = str(caught.value)
+    assert f"aiosonic {_seam.AIOSONIC_VERSION}" in message
+    assert name in message
+
+
+def test_a_changed_signature_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def connect(self: object, urlparsed: object, dns_info: object, verify: object) -> None: ...
+
+    monkeypatch.setattr(Connection, "connect", connect)
+    with pytest.raises(ImportError, match=r"Connection\.connect"):
+        _seam.check_shape()
+
+
+def test_the_lazy_pool_makes_connections_when_first_needed() -> None:
+    async def main() -> None:
+        pool = _seam.LazyPool(PoolConfig(size=1024), _seam.HoldingConnection)
+        assert pool._made == 0
+        conn = await pool.acquire()
+        assert isinstance(conn, _seam.HoldingConnection) and pool._made == 1
+        pool.release(conn)
+        again = await pool.acquire()
+        assert again is conn and pool._made == 1
+
+    asyncio.run(main())
+
+
+def test_request_arguments_aiosonic_refuses_are_refused_before_sending() -> None:
+    with pytest.raises(ValueError, match="header value"):
+        _seam.check_request({"X-Bad": "a\r\nb"}, None, multipart=False)
+    with pytest.raises(ValueError, match="header name"):
+        _seam.check_request({"Bad Name": "x"}, None, multipart=False)
+    with pytest.raises(ValueError, match="dict"):
+        _seam.check_request({}, b"raw", multipart=True)
+    _seam.check_request({"Accept": "text/event-stream"}, {"a": "b"}, multipart=True)
+
+
+def test_twins_are_looked_up_through_the_one_selector() -> None:
+    """A module that bound a twin class at import would escape ``SONICSSE_NO_EXTENSIONS`` switches made
+    through ``sonicsse._impl`` (and the tests' ``client_decoder`` fixture)."""
+    twins = {"SSEDecoder", "EventIterator", "ChunkedDecoder", "BodyReceiver"}
+    offenders = []
+    for path in SOURCES.glob("*.py"):
+        if path.name in ("__init__.py", "_impl.py"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:  # module level only: imports under TYPE_CHECKING are for types
+            if isinstance(node, ast.ImportFrom) and node.module in ("_impl", "sonicsse._impl"):
+                offenders += [f"{path.name}: {alias.name}" for alias in node.names if alias.name in twins]
+    assert offenders == []

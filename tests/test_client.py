@@ -731,7 +731,6 @@ async def test_restart_while_waiting_to_reconnect_cuts_the_wait_short_once() -> 
     delays: list[float] = []
     second_wait = asyncio.Event()
     async with ScriptServer(scripts) as srv, SSEClient() as client:
-        conn = await client.connect(srv.url(), retry_delay=60_000, max_retry_delay=60_000)
 
         def on_retry(attempt: int, delay: float, cause: object) -> None:
             delays.append(delay)
@@ -740,7 +739,8 @@ async def test_restart_while_waiting_to_reconnect_cuts_the_wait_short_once() -> 
             else:
                 second_wait.set()
 
-        conn._config.on_retry = on_retry  # set after connect: only the reconnects are of interest
+        # The first connection succeeds at once: on_retry is called for the reconnects only.
+        conn = await client.connect(srv.url(), retry_delay=60_000, max_retry_delay=60_000, on_retry=on_retry)
         task = asyncio.create_task(collect(conn))
         await srv.wait_requests(2)  # without restart() this would wait 60 s
         # The second stream ended too: its reconnect waits the full delay again (restart() was a

@@ -35,27 +35,27 @@ def test_pure_decoder_is_active_without_extensions() -> None:
     assert sonicsse.IMPLEMENTATION == "py"
     assert sonicsse.SSEDecoder is _parser_py.SSEDecoder
 
-    from sonicsse import _chunked_py, _events_py, _receiver_py, _transport, connection
+    from sonicsse import _chunked_py, _events_py, _impl, _receiver_py
 
-    assert connection.EventIterator is _events_py.EventIterator
-    assert _transport.ChunkedDecoder is _chunked_py.ChunkedDecoder
-    assert _transport.BodyReceiver is _receiver_py.BodyReceiver
+    assert _impl.EventIterator is _events_py.EventIterator
+    assert _impl.ChunkedDecoder is _chunked_py.ChunkedDecoder
+    assert _impl.BodyReceiver is _receiver_py.BodyReceiver
 
 
 @pytest.mark.skipif(NO_EXTENSIONS, reason="built with SONICSSE_NO_EXTENSIONS")
 def test_compiled_event_iterator_chunked_decoder_and_receiver_are_active_in_a_normal_build() -> None:
-    from sonicsse import _chunked_c, _events_c, _receiver_c, _transport, connection
+    from sonicsse import _chunked_c, _events_c, _impl, _receiver_c
 
-    assert connection.EventIterator is _events_c.EventIterator
-    assert _transport.ChunkedDecoder is _chunked_c.ChunkedDecoder
-    assert _transport.BodyReceiver is _receiver_c.BodyReceiver
+    assert _impl.EventIterator is _events_c.EventIterator
+    assert _impl.ChunkedDecoder is _chunked_c.ChunkedDecoder
+    assert _impl.BodyReceiver is _receiver_c.BodyReceiver
 
 
 def test_environment_switch_forces_the_pure_decoder() -> None:
     code = (
-        "import sonicsse, sonicsse.connection as c, sonicsse._transport as t;"
-        "print(sonicsse.IMPLEMENTATION, sonicsse.SSEDecoder.__module__, c.EventIterator.__module__,"
-        " t.ChunkedDecoder.__module__, t.BodyReceiver.__module__)"
+        "import sonicsse, sonicsse._impl as i;"
+        "print(sonicsse.IMPLEMENTATION, sonicsse.SSEDecoder.__module__, i.EventIterator.__module__,"
+        " i.ChunkedDecoder.__module__, i.BodyReceiver.__module__)"
     )
     env = {**os.environ, "SONICSSE_NO_EXTENSIONS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

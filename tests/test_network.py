@@ -19,7 +19,7 @@ import aiosonic
 import pytest
 import trustme
 
-import sonicsse._transport
+import sonicsse._seam
 from sonicsse import SSEClient, SSEConnectionError, SSEInvalidURLError
 
 from servers import (
@@ -388,21 +388,22 @@ async def test_close_delimited_http10_body_is_read_to_its_end(borrowed: bool, ht
 
 @pytest.fixture
 def handovers(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
-    """What ``handover_refusal`` said for each body (None: the socket was handed over)."""
+    """Why ``_seam.handover`` refused each body (None: the socket was handed over)."""
     said: list[str | None] = []
-    real = sonicsse._transport.handover_refusal
+    real = sonicsse._seam.handover
 
-    def spy(reader: Any, writer: Any) -> str | None:
-        said.append(real(reader, writer))
-        return said[-1]
+    def spy(reader: Any, writer: Any) -> Any:
+        taken = real(reader, writer)
+        said.append(taken if isinstance(taken, str) else None)
+        return taken
 
-    monkeypatch.setattr(sonicsse._transport, "handover_refusal", spy)
+    monkeypatch.setattr(sonicsse._seam, "handover", spy)
     return said
 
 
 @pytest.fixture
 def forced_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sonicsse._transport, "handover_refusal", lambda reader, writer: "forced by a test")
+    monkeypatch.setattr(sonicsse._seam, "handover", lambda reader, writer: "forced by a test")
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)

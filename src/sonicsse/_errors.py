@@ -11,9 +11,8 @@ import socket
 import ssl
 from urllib.parse import urlsplit
 
-from aiosonic.exceptions import ConnectionDisconnected, ConnectTimeout, ReadTimeout, RequestTimeout
-
 from ._proxy import format_host
+from ._seam import ConnectionDisconnected, ConnectTimeout, ReadTimeout, RequestTimeout
 from ._tunnel import ProxyError
 
 __all__ = ["describe_failure"]
@@ -37,9 +36,10 @@ def describe_failure(exc: BaseException, url: str) -> str:
     if isinstance(exc, ProxyError):
         return str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed for {where}: {exc.verify_message or exc.reason}"
+        detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
+        return f"TLS certificate verification failed for {where}: {detail}"
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
+        reason = getattr(exc, "reason", None) or str(exc)
         if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
             return f"TLS handshake with {where} failed: the server did not answer TLS (is it http://?)"
         return f"TLS handshake with {where} failed: {reason}"

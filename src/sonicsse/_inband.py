@@ -14,7 +14,7 @@ from typing import Any
 from ._types import Event
 from .exceptions import SSEServerError
 
-__all__ = ["error_from_event", "error_from_payload", "is_retryable"]
+__all__ = ["StopSignals", "error_from_event", "error_from_payload", "is_retryable", "sentinel_matcher"]
 
 Loads = Callable[[Any], Any]
 
@@ -112,3 +112,72 @@ def error_from_event(
     if isinstance(payload, dict) and payload.get("error"):
         return error_from_payload(event, payload, method=method, url=url)
     return None
+
+
+def _as_text(event: Event) -> Event:
+    data: Any = event["data"]
+    if not isinstance(data, bytes):
+        return event
+    text = event.copy()
+    text["data"] = data.decode("utf-8", "replace")
+    return text
+
+
+def sentinel_matcher(
+    done: str | Callable[[Event], bool] | None, raw: bool, text_events: bool = False
+) -> Callable[[Event], bool] | None:
+    """A test for the end sentinel: a predicate, or equality with the data (bytes when ``raw``).
+
+    ``text_events``: the decoder gives bytes only for sonicsse's own use (``iter_json`` feeding a JSON
+    parser), so the caller's predicate still gets the event with str data it was written for.
+    """
+    if done is None:
+        return None
+    if callable(done):
+        if not text_events:
+            return done
+        predicate = done
+        return lambda event: predicate(_as_text(event))
+    value: str | bytes = done.encode() if raw else done
+    return lambda event: event["data"] == value
+
+
+class StopSignals:
+    """What a stream is screened for: its end sentinel (``done``) and in-band errors (``error_event``).
+
+    ``active`` is False when neither is set: the events are then not looked at.
+    """
+
+    __slots__ = ("active", "error_event", "is_done", "loads", "method", "url")
+
+    def __init__(
+        self,
+        done: str | Callable[[Event], bool] | None,
+        error_event: str | None,
+        *,
+        raw: bool,
+        loads: Loads = json.loads,
+        text_events: bool = False,
+        method: str = "",
+        url: str = "",
+    ) -> None:
+        self.is_done = sentinel_matcher(done, raw, text_events)
+        self.error_event = error_event
+        self.loads = loads
+        self.method = method
+        self.url = url
+        self.active = bool(error_event or self.is_done)
+
+    def find(self, events: list[Event]) -> tuple[int, SSEServerError | None] | None:
+        """The first event that ends the stream: its index, with None for an end sentinel or the error
+        for an in-band error; None when the batch has neither."""
+        is_done = self.is_done
+        error_event = self.error_event
+        for index, event in enumerate(events):
+            if is_done is not None and is_done(event):
+                return index, None
+            if error_event is not None:
+                error = error_from_event(event, error_event, self.loads, method=self.method, url=self.url)
+                if error is not None:
+                    return index, error
+        return None

@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from typing import Any
 
-from aiosonic.resolver import AbstractResolver, DefaultResolver
+from ._seam import AbstractResolver, DefaultResolver
 
 __all__ = ["SharedResolver"]
 

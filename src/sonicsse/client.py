@@ -2,41 +2,40 @@
 
 from __future__ import annotations
 
-import json as _json
 import weakref
 from collections.abc import Callable, Collection, Generator, Mapping
 from ssl import SSLContext
 from types import TracebackType
 from typing import Any
 
-from aiosonic import HTTPClient
-from aiosonic.timeout import Timeouts
-
-from ._connector import DEFAULT_POOL_SIZE, StreamConnector
+from ._options import ConnectOptions, HeadersArg
 from ._policy import url_problem
 from ._proxy import ProxyRoutes
+from ._seam import DEFAULT_POOL_SIZE, HTTPClient, StreamConnector, Timeouts
 from ._types import CommentCallback, Event
 from .checkpoint import CheckpointStore
-from .connection import HeadersArg, SSEConnection, _Config
+from .connection import SSEConnection
 from .exceptions import SSEInvalidURLError
 
-__all__ = ["SSEClient", "SSEConnect"]
+_D = ConnectOptions  # connect()'s defaults are the options' own
+
+__all__ = ["PendingConnection", "SSEClient", "SSEConnect"]
 
 
-class SSEConnect:
+class PendingConnection:
     """What :meth:`SSEClient.connect` returns: ``await`` it, or use it as ``async with``.
 
     ``conn = await client.connect(url)`` opens the stream (then ``await conn.close()``);
     ``async with client.connect(url) as conn:`` also closes it when the block ends.
     """
 
-    def __init__(self, client: SSEClient, config: _Config) -> None:
+    def __init__(self, client: SSEClient, options: ConnectOptions) -> None:
         self._client = client
-        self._config = config
+        self._options = options
         self._conn: SSEConnection | None = None
 
     async def _open(self) -> SSEConnection:
-        conn = SSEConnection(self._client._http(), self._config)
+        conn = SSEConnection(self._client.http_client, self._options)
         self._client._live.add(conn)
         await conn._start()
         self._conn = conn
@@ -53,6 +52,10 @@ class SSEConnect:
     ) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+
+#: The former name of :class:`PendingConnection`, kept for code that imports it.
+SSEConnect = PendingConnection
 
 
 class SSEClient:
@@ -96,9 +99,6 @@ class SSEClient:
     @property
     def http_client(self) -> HTTPClient:
         """The aiosonic HTTPClient used for requests (created on first use when not given)."""
-        return self._http()
-
-    def _http(self) -> HTTPClient:
         if self._client is None:
             assert self._routes is not None
             self._client = HTTPClient(connector=StreamConnector(self._routes, self._pool_size))
@@ -107,43 +107,43 @@ class SSEClient:
     def connect(
         self,
         url: str,
-        method: str = "GET",
-        headers: HeadersArg = None,
-        params: Any = None,
-        data: Any = None,
-        json: Any = None,
-        multipart: bool = False,
-        verify: bool = True,
-        ssl: SSLContext | None = None,
-        timeouts: Timeouts | None = None,
-        follow: bool = False,
-        http2: bool = False,
-        reconnect: bool = True,
-        retry_delay: int = 3000,
-        json_serializer: Callable[[Any], str] = _json.dumps,
-        keep_connection: bool = False,
+        method: str = _D.method,
+        headers: HeadersArg = _D.headers,
+        params: Any = _D.params,
+        data: Any = _D.data,
+        json: Any = _D.json,
+        multipart: bool = _D.multipart,
+        verify: bool = _D.verify,
+        ssl: SSLContext | None = _D.ssl,
+        timeouts: Timeouts | None = _D.timeouts,
+        follow: bool = _D.follow,
+        http2: bool = _D.http2,
+        reconnect: bool = _D.reconnect,
+        retry_delay: int = _D.retry_delay,
+        json_serializer: Callable[[Any], str] = _D.json_serializer,
+        keep_connection: bool = _D.keep_connection,
         *,
-        last_event_id: str | None = None,
-        max_retries: int | None = None,
-        max_retry_delay: int = 30000,
-        read_timeout: float | None = 300.0,
-        event_timeout: float | None = None,
-        first_event_timeout: float | None = None,
-        dedup: bool = True,
-        on_comment: CommentCallback | None = None,
-        resume_unsafe: bool = False,
-        max_line_size: int | None = None,
-        max_event_size: int | None = None,
-        strict: bool = False,
-        event_types: Collection[str] | None = None,
-        decode: bool = True,
-        error_event: str | None = None,
-        done: str | Callable[[Event], bool] | None = None,
-        checkpoint: CheckpointStore | None = None,
-        on_open: Callable[[int, Mapping[str, str]], Any] | None = None,
-        on_retry: Callable[[int, float, BaseException | None], Any] | None = None,
-        on_error: Callable[[BaseException], Any] | None = None,
-    ) -> SSEConnect:
+        last_event_id: str | None = _D.last_event_id,
+        max_retries: int | None = _D.max_retries,
+        max_retry_delay: int = _D.max_retry_delay,
+        read_timeout: float | None = _D.read_timeout,
+        event_timeout: float | None = _D.event_timeout,
+        first_event_timeout: float | None = _D.first_event_timeout,
+        dedup: bool = _D.dedup,
+        on_comment: CommentCallback | None = _D.on_comment,
+        resume_unsafe: bool = _D.resume_unsafe,
+        max_line_size: int | None = _D.max_line_size,
+        max_event_size: int | None = _D.max_event_size,
+        strict: bool = _D.strict,
+        event_types: Collection[str] | None = _D.event_types,
+        decode: bool = _D.decode,
+        error_event: str | None = _D.error_event,
+        done: str | Callable[[Event], bool] | None = _D.done,
+        checkpoint: CheckpointStore | None = _D.checkpoint,
+        on_open: Callable[[int, Mapping[str, str]], Any] | None = _D.on_open,
+        on_retry: Callable[[int, float, BaseException | None], Any] | None = _D.on_retry,
+        on_error: Callable[[BaseException], Any] | None = _D.on_error,
+    ) -> PendingConnection:
         """Open an event stream: ``await`` the result, or use it as ``async with``.
 
         The positional arguments are ``aiosonic.SSEClient.connect``'s. ``headers`` may also be a
@@ -201,59 +201,9 @@ class SSEClient:
         problem = url_problem(url)
         if problem is not None:
             raise SSEInvalidURLError(problem, method=str(method).upper(), url=str(url))
-        if timeouts is None and read_timeout:
-            # aiosonic waits sock_read (30 s by default) for the status line: a server that accepts
-            # and never answers is dead after read_timeout, like a stalled body.
-            base = getattr(self._http().connector, "timeouts", None) or Timeouts()
-            sock_read = base.sock_read if base.sock_read is not None else read_timeout
-            timeouts = Timeouts(
-                sock_connect=base.sock_connect,
-                sock_read=min(sock_read, read_timeout),
-                pool_acquire=base.pool_acquire,
-                request_timeout=base.request_timeout,
-            )
-        request_kwargs: dict[str, Any] = {
-            "multipart": multipart,
-            "verify": verify,
-            "ssl": ssl,
-            "timeouts": timeouts,
-            "http2": http2,
-            "json_serializer": json_serializer,
-        }
-        config = _Config(
-            method=method,
-            url=url,
-            headers=headers,
-            params=params,
-            data=data,
-            json=json,
-            request_kwargs=request_kwargs,
-            follow=follow,
-            reconnect=reconnect,
-            retry_delay=retry_delay,
-            keep_connection=keep_connection,
-            last_event_id=last_event_id,
-            max_retries=max_retries,
-            max_retry_delay=max_retry_delay,
-            read_timeout=read_timeout,
-            event_timeout=event_timeout,
-            first_event_timeout=first_event_timeout,
-            dedup=dedup,
-            on_comment=on_comment,
-            resume_unsafe=resume_unsafe,
-            max_line_size=max_line_size,
-            max_event_size=max_event_size,
-            strict=strict,
-            event_types=event_types,
-            decode=decode,
-            error_event=error_event,
-            done=done,
-            checkpoint=checkpoint,
-            on_open=on_open,
-            on_retry=on_retry,
-            on_error=on_error,
-        )
-        return SSEConnect(self, config)
+        given = locals()
+        options = ConnectOptions(**{name: given[name] for name in ConnectOptions.names()})
+        return PendingConnection(self, options)
 
     async def close(self) -> None:
         """Close the streams this client opened, and its own HTTPClient (never a borrowed one)."""

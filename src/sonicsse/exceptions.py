@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aiosonic.exceptions import SSEConnectionError as _AiosonicSSEConnectionError
-from aiosonic.exceptions import SSEParsingError as _AiosonicSSEParsingError
-
 from ._hooks import redact_url
+from ._seam import AiosonicSSEConnectionError as _AiosonicSSEConnectionError
+from ._seam import AiosonicSSEParsingError as _AiosonicSSEParsingError
 
 if TYPE_CHECKING:
     from ._types import Event
 
-__all__ = ["SSEConnectionError", "SSEError", "SSEInvalidURLError", "SSEParsingError", "SSEServerError"]
+__all__ = [
+    "SSECheckpointError",
+    "SSEConnectionError",
+    "SSEError",
+    "SSEInvalidURLError",
+    "SSEParsingError",
+    "SSEServerError",
+]
 
 
 class SSEError(Exception):
@@ -107,6 +113,14 @@ class SSEConnectionError(SSEError, _AiosonicSSEConnectionError):
 class SSEInvalidURLError(SSEConnectionError, ValueError):
     """The URL cannot be requested: not ``http://`` or ``https://``, no host, or a bad port. Raised at
     once by ``connect()`` (or for a redirect's ``Location``), never retried; also a ``ValueError``."""
+
+
+class SSECheckpointError(SSEConnectionError):
+    """The checkpoint store failed: ``load()`` when the connection opened, or ``save()`` after a batch.
+
+    Nothing is lost when ``save()`` fails: the store still holds an older id, so a restarted process
+    delivers the events since then again. The store's exception is the ``__cause__``.
+    """
 
 
 class SSEServerError(SSEConnectionError):

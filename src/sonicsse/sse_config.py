@@ -4,6 +4,6 @@
 tests among it) builds one to call ``SSEConnection._parse_event``, which sonicsse keeps compatible.
 """
 
-from aiosonic.sse_config import RequestConfig
+from ._seam import RequestConfig
 
 __all__ = ["RequestConfig"]
