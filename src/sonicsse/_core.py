@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from . import _policy
 from ._errors import describe_failure
-from ._hooks import is_secret_name
+from ._logging import is_secret_name
 from ._options import ConnectOptions
 from ._seam import ConnectTimeout
 from ._tunnel import ProxyError

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _policy, _seam
 from ._core import MAX_REDIRECTS, StreamCore
-from ._hooks import logger, redact_headers, redact_url
+from ._logging import logger, redact_headers, redact_url
 from ._transport import Interrupted, ResponseBody, TransportError, open_response
 
 __all__ = ["Opener"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies_environment, proxy_bypass_environment  # type: ignore[attr-defined]
 
-from ._hooks import REDACTED
+from ._logging import REDACTED
 
 __all__ = ["ProxyRoutes", "ProxyURL", "format_host", "parse_proxy_url"]
 

@@ -71,7 +71,7 @@ from aiosonic.sse_config import RequestConfig
 from aiosonic.timeout import Timeouts
 from aiosonic.utils import connection_key, default_port
 
-from ._hooks import logger
+from ._logging import logger
 from ._proxy import ProxyRoutes, ProxyURL
 from ._tunnel import open_tunnel
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import _impl, _seam
-from ._hooks import logger
+from ._logging import logger
 from ._proxy import format_host
 
 __all__ = ["Interrupted", "ResponseBody", "TransportError", "open_response"]

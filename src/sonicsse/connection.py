@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from . import _impl
 from ._comments import CommentOrder
 from ._core import Retryable, SSEStats, StreamCore
-from ._hooks import call_hook, logger, redact_url
+from ._hooks import call_hook
 from ._inband import StopSignals
+from ._logging import logger, redact_url
 from ._opening import Opener
 from ._options import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, ConnectOptions, HeadersArg
 from ._transport import Interrupted, ResponseBody, TransportError

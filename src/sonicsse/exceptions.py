@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._hooks import redact_url
+from ._logging import redact_url
 from ._seam import AiosonicSSEConnectionError as _AiosonicSSEConnectionError
 from ._seam import AiosonicSSEParsingError as _AiosonicSSEParsingError
 

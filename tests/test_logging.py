@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sonicsse._hooks import is_secret_name, redact_headers, redact_url
+from sonicsse._logging import is_secret_name, redact_headers, redact_url
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 
 
