@@ -56,11 +56,11 @@ __all__ = ["main"]
 
 
 class _JsonOption(argparse.Action):
-    """``--json`` alone selects JSON-lines output; ``--json BODY`` sends a JSON request body.
+    """``--json BODY`` sends BODY (``{...}``, ``[...]``, a JSON scalar or ``@file``) as a JSON request body,
+    as curl's ``--json`` does.
 
-    The two meanings come from the two things people type: ``sonicsse URL --json | jq`` and the
-    curl-style ``sonicsse URL --json '{"stream": true}'``.  A value that does not look like JSON
-    (``{...}``, ``[...]``, ``@file``) is not a body: it is the URL that followed a bare ``--json``.
+    ``--json`` without a body (alone, or followed by the URL) is the former spelling of ``--jsonl``: still
+    accepted, with a deprecation warning on stderr.
     """
 
     def __call__(
@@ -76,6 +76,10 @@ class _JsonOption(argparse.Action):
             return
         if getattr(namespace, "output", "text") == "data":
             parser.error("argument --json: not allowed with argument --data-only")
+        sys.stderr.write(
+            "sonicsse: warning: --json without a JSON body is deprecated: use --jsonl for JSON-lines output "
+            "(--json BODY sends a JSON request body)\n"
+        )
         namespace.output = "json"
         namespace.bare_json = True
         if value is not None:
@@ -130,10 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         action=_JsonOption,
         metavar="BODY",
         dest="json_body",
-        help="with a value ('{...}', '[...]' or @file): send it as a JSON body; "
-        "alone: print events as JSON lines (see below)",
+        help="send BODY ('{...}', '[...]' or @file) as a JSON request body (POST unless -X says otherwise)",
     )
-    req.add_argument("--json-body", dest="json_body", metavar="BODY", help="send BODY as JSON (unambiguous)")
+    req.add_argument("--json-body", dest="json_body", metavar="BODY", help="the same as --json BODY")
     req.add_argument("--last-event-id", metavar="ID", help="resume from this event id (Last-Event-ID header)")
     req.add_argument("--http2", action="store_true", help="use HTTP/2")
     req.add_argument("-k", "--insecure", action="store_true", help="do not verify the TLS certificate")
