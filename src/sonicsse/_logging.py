@@ -9,7 +9,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = ["REDACTED", "is_secret_name", "logger", "redact_headers", "redact_url"]
 
-#: The package's logger: connects and clean-end reconnects at INFO, failed attempts at WARNING, details at DEBUG.
+#: The package's logger: connects and clean-end reconnects at INFO, failed attempts at WARNING, details
+#: at DEBUG.
 logger = logging.getLogger("sonicsse")
 
 REDACTED = "<redacted>"

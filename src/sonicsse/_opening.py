@@ -1,9 +1,10 @@
-"""Opener: one attempt to open a stream: the request, its redirects, and the response's verdict.
+"""Opener: opening a stream: the reconnection wait, the attempts, each request and its redirects.
 
 The decisions are the core's (``_core.StreamCore``) and the policy's (``_policy``); this module does the
-I/O between them: it builds the headers (a callable may give them), sends each request of the redirect
-chain, reads the start of an error response for its message, and lets ``close()`` abandon a request
-still waiting for its response.
+I/O between them: it logs and waits before an attempt (``on_retry`` first), builds the headers (a
+callable may give them), sends each request of the redirect chain, reads the start of an error
+response for its message, reports failures to ``on_error``, and lets ``close()`` cut a wait short or
+abandon a request still waiting for its response.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from . import _policy, _seam
-from ._core import MAX_REDIRECTS, StreamCore
+from ._core import MAX_REDIRECTS, Retryable, StreamCore
+from ._hooks import call_hook
 from ._logging import logger, redact_headers, redact_url
 from ._transport import Interrupted, ResponseBody, TransportError, open_response
 
@@ -40,7 +42,16 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 class Opener:
     """Sends the requests of one connection's attempts (see the module's docstring)."""
 
-    __slots__ = ("_bad_ids_logged", "_client", "_closer", "_core", "_sent_body", "headers", "status")
+    __slots__ = (
+        "_bad_ids_logged",
+        "_client",
+        "_closer",
+        "_core",
+        "_sent_body",
+        "_sleeper",
+        "headers",
+        "status",
+    )
 
     def __init__(self, client: Any, core: StreamCore) -> None:
         self._client = client
@@ -48,13 +59,86 @@ class Opener:
         self._sent_body = False
         self._bad_ids_logged: set[str] = set()
         self._closer: asyncio.Future[None] | None = None  # set while a request waits for its response
+        self._sleeper: asyncio.Future[None] | None = None  # set during the wait before an attempt
         self.status: int | None = None  # of the last response
         self.headers: Any = {}
 
     def abandon(self) -> None:
-        """``close()``: a request still waiting for its response is abandoned."""
+        """``close()``: the wait before an attempt ends, and a request still waiting for its response is
+        abandoned."""
+        self.cut_wait()
         if self._closer is not None:
             _resolve(self._closer)
+
+    def cut_wait(self) -> None:
+        """End the wait before the next attempt now (``restart()`` while waiting)."""
+        if self._sleeper is not None:
+            _resolve(self._sleeper)
+
+    async def next_stream(self, decoder: Any, *, immediate: bool) -> ResponseBody | None:
+        """Attempts until one opens a stream (its body), waiting before each but an ``immediate`` first;
+        None when no stream will be opened (closed, or the server said stop). Raises SSEConnectionError
+        when the core gives up."""
+        core = self._core
+        options = core.options
+        while True:
+            if core.closed:
+                return None
+            if not immediate:
+                wait = core.next_wait(decoder.retry)
+                method, url = options.upper_method, redact_url(options.url)
+                if wait.reason is None:
+                    logger.info(
+                        "sonicsse: the stream ended; reconnecting %s %s in %.3f s", method, url, wait.delay
+                    )
+                else:
+                    # Visible by default: a server that cannot be reached must not look like a quiet
+                    # stream. Logged once per failure, with the wait, only when another attempt follows.
+                    limit = "" if options.max_retries is None else f" of {options.max_retries + 1}"
+                    logger.warning(
+                        "sonicsse: %s %s failed: %s; retrying in %.1f s (attempt %d%s)",
+                        method,
+                        url,
+                        wait.reason,
+                        wait.delay,
+                        wait.attempt,
+                        limit,
+                    )
+                await call_hook(options.on_retry, wait.attempt, wait.delay, wait.cause)
+                await self._sleep(wait.delay)
+                if core.closed:
+                    return None
+            immediate = False
+            decoder.reset()
+            try:
+                body = await self.attempt(decoder.last_event_id)
+            except Retryable as exc:
+                if options.on_error is not None:
+                    failure = core.error(exc.reason, status=exc.status, body=exc.body)
+                    failure.__cause__ = exc.__cause__
+                    await call_hook(options.on_error, failure)
+                error = core.attempt_failed(exc, decoder.last_event_id)
+                if error is not None:
+                    raise error from exc.__cause__
+                continue
+            if body is None:
+                core.finished = True
+            return body
+
+    async def _sleep(self, delay: float) -> None:
+        """Wait before the next attempt; ``close()`` cuts the wait short (or skips it, when it came
+        before, e.g. from ``on_retry``)."""
+        if self._core.closed:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(max(0.0, delay), _resolve, waiter)
+        self._sleeper = waiter
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._sleeper = None
 
     async def attempt(self, last_event_id: str) -> ResponseBody | None:
         """One request, following redirects: the stream's body, or None when the server said stop (204)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _impl
 from ._comments import CommentOrder
-from ._core import Retryable, SSEStats, StreamCore
+from ._core import SSEStats, StreamCore
 from ._hooks import call_hook
 from ._inband import StopSignals
 from ._logging import logger, redact_url
@@ -84,7 +84,6 @@ class SSEConnection:
         "_poll",
         "_rest",
         "_signals",
-        "_sleeper",
         "_step_error",
         "_step_events",
         "_timer",
@@ -119,7 +118,6 @@ class SSEConnection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wait_since = 0.0  # when the pending read began (0: none pending), for read_timeout
         self._timer: asyncio.TimerHandle | None = None
-        self._sleeper: asyncio.Future[None] | None = None
         self._min_timeout = options.shortest_timeout()
 
     def _make_decoder(self, initial_id: str | None) -> SSEDecoder:
@@ -211,8 +209,6 @@ class SSEConnection:
         if body is not None:
             body.interrupt("closed")
         self._drop_body()
-        if self._sleeper is not None:
-            _resolve(self._sleeper)
         self._opener.abandon()
 
     def restart(self) -> None:
@@ -227,8 +223,8 @@ class SSEConnection:
             self._core.restart = True
             body.interrupt("restart")
             self._drop_body()
-        elif self._sleeper is not None:
-            _resolve(self._sleeper)
+        else:
+            self._opener.cut_wait()
 
     async def __aenter__(self) -> SSEConnection:
         return self
@@ -551,78 +547,22 @@ class SSEConnection:
         core = self._core
         if core.closed or core.finished:
             return False
-        if core.restart:
-            core.restart = False
-            return await self._open(immediate=True)
-        return await self._open(immediate=False)
+        immediate = core.restart
+        core.restart = False
+        return await self._open(immediate=immediate)
 
     async def _open(self, *, immediate: bool) -> bool:
-        core = self._core
-        options = core.options
-        while True:
-            if core.closed:
-                return False
-            if not immediate:
-                wait = core.next_wait(self._decoder.retry)
-                method, url = options.upper_method, redact_url(options.url)
-                if wait.reason is None:
-                    logger.info(
-                        "sonicsse: the stream ended; reconnecting %s %s in %.3f s", method, url, wait.delay
-                    )
-                else:
-                    # Visible by default: a server that cannot be reached must not look like a quiet
-                    # stream. Logged once per failure, with the wait, only when another attempt follows.
-                    limit = "" if options.max_retries is None else f" of {options.max_retries + 1}"
-                    logger.warning(
-                        "sonicsse: %s %s failed: %s; retrying in %.1f s (attempt %d%s)",
-                        method,
-                        url,
-                        wait.reason,
-                        wait.delay,
-                        wait.attempt,
-                        limit,
-                    )
-                await call_hook(options.on_retry, wait.attempt, wait.delay, wait.cause)
-                await self._sleep(wait.delay)
-                if core.closed:
-                    return False
-            immediate = False
-            self._decoder.reset()
-            try:
-                body = await self._opener.attempt(self._decoder.last_event_id)
-            except Retryable as exc:
-                if options.on_error is not None:
-                    failure = core.error(exc.reason, status=exc.status, body=exc.body)
-                    failure.__cause__ = exc.__cause__
-                    await call_hook(options.on_error, failure)
-                error = core.attempt_failed(exc, self._decoder.last_event_id)
-                if error is not None:
-                    raise error from exc.__cause__
-                continue
-            if body is None:
-                core.finished = True
-                return False
-            self._stream_opened(body)
-            logger.info(
-                "sonicsse: connected %s %s (%s)", options.upper_method, redact_url(options.url), body.status
-            )
-            await call_hook(options.on_open, body.status, body.headers)
-            return True
-
-    async def _sleep(self, delay: float) -> None:
-        """Wait before the next attempt; ``close()`` cuts the wait short (or skips it, when it came
-        before, e.g. from ``on_retry``)."""
-        if self._core.closed:
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        handle = loop.call_later(max(0.0, delay), _resolve, waiter)
-        self._sleeper = waiter
-        try:
-            await waiter
-        finally:
-            handle.cancel()
-            self._sleeper = None
+        """Open a stream (after the reconnection wait unless ``immediate``); False when none will be."""
+        body = await self._opener.next_stream(self._decoder, immediate=immediate)
+        if body is None:
+            return False
+        self._stream_opened(body)
+        options = self._core.options
+        logger.info(
+            "sonicsse: connected %s %s (%s)", options.upper_method, redact_url(options.url), body.status
+        )
+        await call_hook(options.on_open, body.status, body.headers)
+        return True
 
     def _stream_opened(self, body: ResponseBody) -> None:
         loop = self._loop or asyncio.get_running_loop()
