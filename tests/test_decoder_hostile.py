@@ -41,6 +41,12 @@ def peak_while(run: Callable[[], Any]) -> tuple[Any, int]:
     return result, peak
 
 
+#: The pure twin takes 10 to 35 s over a million lines, and 4 to 10 s over 100,000 ids (the compiled one
+#: under a second): its runs are marked ``slow``, so ``pytest -m "not slow"`` leaves them out and keeps the
+#: compiled one's.
+slow_on_pure = pytest.mark.parametrize("impl", ["c", pytest.param("py", marks=pytest.mark.slow)])
+
+
 def count_events(decoder: Any, chunks: Iterator[bytes]) -> tuple[int, int]:
     events = data_size = 0
     for chunk in chunks:
@@ -50,6 +56,7 @@ def count_events(decoder: Any, chunks: Iterator[bytes]) -> tuple[int, int]:
     return events, data_size
 
 
+@slow_on_pure
 def test_million_data_lines_in_one_event(decoder_cls: Any) -> None:
     decoder = decoder_cls()
     (events, size), peak = peak_while(lambda: count_events(decoder, repeated(b"data: x\n", 1_000_000, b"\n")))
@@ -58,6 +65,7 @@ def test_million_data_lines_in_one_event(decoder_cls: Any) -> None:
     assert peak < 3 * 2 * MiB + 4 * CHUNK
 
 
+@slow_on_pure
 def test_million_data_lines_over_the_event_limit_raise(decoder_cls: Any) -> None:
     decoder = decoder_cls(max_event_size=MiB)
 
@@ -69,6 +77,7 @@ def test_million_data_lines_over_the_event_limit_raise(decoder_cls: Any) -> None
     assert peak < 2 * MiB + 4 * CHUNK
 
 
+@slow_on_pure
 def test_million_comments_use_no_memory(decoder_cls: Any) -> None:
     decoder = decoder_cls()
     (events, _), peak = peak_while(lambda: count_events(decoder, repeated(b": keep-alive\n", 1_000_000)))
@@ -77,6 +86,7 @@ def test_million_comments_use_no_memory(decoder_cls: Any) -> None:
     assert peak < 8 * CHUNK
 
 
+@slow_on_pure
 def test_hundred_thousand_distinct_ids_with_dedup_stay_bounded(decoder_cls: Any) -> None:
     decoder = decoder_cls(dedup=True)
 

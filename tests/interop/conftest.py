@@ -38,22 +38,8 @@ from .interop_support import (
 
 PROXY_USER = "sse-user"
 PROXY_PASSWORD = "s3cret-pw"
-PROXY_ENV_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``interop`` marker."""
-    config.addinivalue_line(
-        "markers", "interop: runs real third-party servers and proxies (nginx, tinyproxy, uvicorn...)"
-    )
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No proxy from the environment of the test run: a test that wants one sets it."""
-    for name in PROXY_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+# The ``interop`` marker is registered in pyproject.toml. The proxy settings of the environment of the
+# test run are dropped by tests/conftest.py, for these tests too: a test that wants one sets it.
 
 
 @pytest.fixture(scope="session")
