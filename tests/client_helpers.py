@@ -1,7 +1,10 @@
-"""Helpers for the client tests: drain a connection, pick out the data."""
+"""Helpers for the client tests: drain a connection, pick out the data, wait for a condition."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sonicsse import SSEConnection
@@ -19,3 +22,27 @@ async def collect(conn: SSEConnection, limit: int | None = None) -> list[dict[st
 
 def datas(events: list[dict[str, Any]]) -> list[str]:
     return [e["data"] for e in events]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``condition()`` until it is true (True) or ``timeout`` seconds passed (False): for a state
+    that nothing signals (a counter of another thread or process, a log file). ``timeout`` only bounds a
+    hang: make it generous."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+async def async_wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
+    """:func:`wait_until` for a coroutine: the event loop runs while it waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)

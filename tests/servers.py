@@ -2,7 +2,9 @@
 
 ``ScriptServer`` serves scripted exact bytes with faults (write, sleep, stall, drop, close) and
 records every request (method, path, headers, body) and when each client socket went away.
-``aiohttp_server`` runs an aiohttp application for real HTTP features (redirects, gzip).
+``HandlerServer`` runs a test's own ``handle(reader, writer)``; ``H2Server`` speaks HTTP/2 and
+``TunnelProxy`` is an HTTP proxy. All four share one base (``_Loopback``) that ends their connections on
+exit. ``aiohttp_server`` runs an aiohttp application for real HTTP features (redirects, gzip).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -21,11 +23,13 @@ __all__ = [
     "DROP",
     "LAST_CHUNK",
     "STALL",
+    "HandlerServer",
     "Request",
     "ScriptServer",
     "TunnelProxy",
     "aiohttp_server",
     "chunk",
+    "free_port",
     "gzip_chunks",
     "has_ipv6_loopback",
     "head",
@@ -108,6 +112,15 @@ def has_ipv6_loopback() -> bool:
     return True
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS's pick for port 0, released): connecting to it is refused
+    until a server takes it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body."""
     return b"%x\r\n%s\r\n" % (len(data), data)
@@ -144,8 +157,8 @@ _L = TypeVar("_L", bound="_Loopback")
 
 
 class _Loopback:
-    """A server on loopback (``host``, 127.0.0.1 by default), port 0, that keeps its handlers' tasks and
-    sockets and ends them on exit.
+    """A server on loopback (``host``, 127.0.0.1 by default), on ``port`` (0: the OS picks one), that keeps
+    its handlers' tasks and sockets and ends them on exit.
 
     Subclasses write ``_handle(reader, writer)`` and call ``_track(writer)`` first in it; ``_listen_ssl``
     makes it a TLS server.
@@ -154,17 +167,17 @@ class _Loopback:
     _listen_ssl: Any = None
     host = "127.0.0.1"
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
+        self.port = port
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
     async def __aenter__(self: _L) -> _L:
-        self._server = await asyncio.start_server(self._handle, self.host, 0, ssl=self._listen_ssl)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, ssl=self._listen_ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -194,7 +207,8 @@ class ScriptServer(_Loopback):
 
     Use as ``async with ScriptServer(script) as srv:``; ``srv.url(path)``, ``srv.requests``.
     A keep-alive connection can carry several requests: after a script ends without CLOSE/DROP/STALL
-    the server reads the next request from the same socket.
+    the server reads the next request from the same socket. ``port``: listen on that one (a server
+    that comes back where an earlier one was), not on one the OS picks.
     """
 
     def __init__(
@@ -203,8 +217,9 @@ class ScriptServer(_Loopback):
         *,
         ssl: Any = None,
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(port)
         self._listen_ssl = ssl
         self.host = host
         if callable(script):
@@ -319,6 +334,39 @@ async def aiohttp_server(app: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class HandlerServer(_Loopback):
+    """Runs ``handle(reader, writer)`` for each connection: for a server a script cannot say (one that
+    waits for the test, or sets socket options). ``connections`` counts the connections it accepted.
+
+    Use as ``async with HandlerServer(handle) as srv:``; ``srv.url(path)``. A handler that returns
+    leaves its socket closed (gracefully); on exit the base aborts the sockets of those still running.
+    A client going away (a reset, an early end) ends the handler quietly.
+    """
+
+    def __init__(self, handle: Handler) -> None:
+        super().__init__()
+        self._handler = handle
+        self.connections = 0
+
+    def url(self, path: str = "/sse") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = self._track(writer)
+        self.connections += 1
+        try:
+            await self._handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._writers.discard(writer)
+            self._tasks.discard(task)
 
 
 class H2Server(_Loopback):

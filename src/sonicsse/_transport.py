@@ -268,6 +268,25 @@ class ResponseBody:
                 continue
             await rx.receive()
 
+    async def drain(self, limit: int, wait: float) -> bool:
+        """Read the rest of the body, at most ``limit`` bytes within ``wait`` seconds, so that the
+        connection may go back to the pool; whether the body ended."""
+        if self.completed:
+            return True
+        handle = asyncio.get_running_loop().call_later(wait, self.interrupt, "timeout", "body did not end")
+        drained = 0
+        try:
+            while not self.completed and drained <= limit:
+                data = await self.read()
+                if not data:
+                    break
+                drained += len(data)
+        except (TransportError, Interrupted, OSError):
+            return False
+        finally:
+            handle.cancel()
+        return self.completed
+
     def poller(self) -> Callable[[], memoryview | asyncio.Future[None] | None] | None:
         """What a consumer calls per read in the steady state of a stream, instead of awaiting ``read()``:
         the receiver's ``poll()``, which gives the next body bytes (a view, as ``read()`` gives) when

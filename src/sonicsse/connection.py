@@ -490,20 +490,8 @@ class SSEConnection:
         core = self._core
         core.finished = True
         body = self._body
-        if body is not None and core.options.keep_connection and not body.completed:
-            loop = asyncio.get_running_loop()
-            handle = loop.call_later(_DRAIN_WAIT, body.interrupt, "timeout", "body did not end")
-            drained = 0
-            try:
-                while not body.completed and drained <= _DRAIN_BYTES:
-                    data = await body.read()
-                    if not data:
-                        break
-                    drained += len(data)
-            except (TransportError, Interrupted, OSError):
-                pass
-            finally:
-                handle.cancel()
+        if body is not None and core.options.keep_connection:
+            await body.drain(_DRAIN_BYTES, _DRAIN_WAIT)
         self._drop_body()
         core.closed = True
 

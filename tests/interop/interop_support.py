@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from client_helpers import async_wait_until, wait_until
 
-from servers import has_ipv6_loopback  # noqa: F401 - the interop fixtures take it from here
+from servers import free_port, has_ipv6_loopback  # noqa: F401 - the interop fixtures take them from here
 
 HERE = Path(__file__).resolve().parent
 #: How long a server may take to accept connections, and to exit once told to.
@@ -61,15 +62,6 @@ def require_module(name: str) -> None:
     """Make sure the Python module ``name`` can be imported by a server subprocess; see :func:`missing`."""
     if importlib.util.find_spec(name) is None:
         missing(f"the Python module {name}")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (the OS's pick for port 0). A server started with it may still
-    lose a race for it: :func:`start_server` then tries again with another one."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def url_host(host: str) -> str:
@@ -193,28 +185,6 @@ def _accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def wait_until(condition: Any, timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``condition()`` until it is true (True) or ``timeout`` seconds passed (False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-async def async_wait_until(condition: Any, timeout: float, interval: float = 0.02) -> bool:
-    """:func:`wait_until` for a coroutine: the event loop runs while it waits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(interval)
 
 
 def _wait_listening(server: ServerProcess) -> bool:
