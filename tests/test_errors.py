@@ -8,7 +8,6 @@ import asyncio
 import logging
 import socket
 import ssl
-from typing import Any
 
 import pytest
 from aiosonic.exceptions import ConnectionDisconnected, ConnectTimeout, ReadTimeout
@@ -17,13 +16,9 @@ from sonicsse import SSEClient, SSEConnectionError
 from sonicsse._errors import describe_failure
 from sonicsse._tunnel import ProxyError
 
-from servers import ScriptServer, sse_chunked
+from servers import HandlerServer, ScriptServer, free_port, head, sse_chunked
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+pytestmark = pytest.mark.usefixtures("client_decoder")  # the client tests run on both twins' hot path
 
 
 def _ssl_error(reason: str) -> ssl.SSLError:
@@ -53,13 +48,8 @@ def test_failure_messages_say_what_where_and_why(exc: BaseException, url: str, e
     assert "Error(" not in message  # no Python reprs
 
 
-@pytest.fixture(autouse=True)
-def _both_implementations(client_decoder: Any) -> None:
-    """Every client test here runs on the compiled and on the pure hot path."""
-
-
 async def test_refused_connection_is_retried_visibly_then_given_up(caplog: pytest.LogCaptureFixture) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/sse"
+    url = f"http://127.0.0.1:{free_port()}/sse"
     errors: list[BaseException] = []
     caplog.set_level(logging.WARNING, logger="sonicsse")
     async with SSEClient() as client:
@@ -80,25 +70,14 @@ async def test_https_to_a_plain_http_server_is_not_retried() -> None:
         await writer.drain()
         writer.close()
 
-    connections: list[int] = []
-    server = await asyncio.start_server(
-        lambda r, w: (connections.append(1), plain(r, w))[1], "127.0.0.1", 0
-    )
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with SSEClient() as client:
-            with pytest.raises(SSEConnectionError, match=r"did not answer TLS \(is it http://\?\)") as info:
-                await client.connect(f"https://127.0.0.1:{port}/sse")  # reconnect=True by default
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with HandlerServer(plain) as server, SSEClient() as client:
+        with pytest.raises(SSEConnectionError, match=r"did not answer TLS \(is it http://\?\)") as info:
+            await client.connect(f"https://127.0.0.1:{server.port}/sse")  # reconnect=True by default
     assert isinstance(info.value.__cause__, ssl.SSLError)
-    assert len(connections) == 1
+    assert server.connections == 1
 
 
 async def test_a_redirect_to_a_url_that_cannot_be_requested_is_not_retried() -> None:
-    from servers import head
-
     redirect = [head(302, None, [("Location", "ftp://files.example/x")], framing="length"), "close"]
     async with ScriptServer([redirect]) as origin, SSEClient() as client:
         with pytest.raises(SSEConnectionError, match="unsupported URL scheme 'ftp'") as info:

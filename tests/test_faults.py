@@ -9,12 +9,10 @@ scenarios that ran are printed as a table after the test results (see ``conftest
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import email.utils
-import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +21,7 @@ import pytest
 from sonicsse import SSEClient
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 
-from servers import CLOSE, DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk, head
+from servers import CLOSE, DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk, free_port, head
 
 N = 12
 ALL_IDS = list(range(1, N + 1))
@@ -269,78 +267,33 @@ async def test_never_answering_server_fails_within_the_timeout() -> None:
     assert "GET" in str(outcome)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _Requests(list[dict[str, str]]):
-    """The request headers a raw server received; ``arrived`` is set at the first."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.arrived = asyncio.Event()
-
-
-@contextlib.asynccontextmanager
-async def raw_server(
-    port: int, respond: Callable[[dict[str, str]], bytes]
-) -> AsyncIterator[list[dict[str, str]]]:
-    """A server on a fixed port: per connection, reads a request, writes ``respond(headers)``, closes."""
-    requests = _Requests()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            raw = await reader.readuntil(b"\r\n\r\n")
-            lines = raw.decode().split("\r\n")[1:]
-            headers = {
-                k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)
-            }
-            requests.append(headers)
-            requests.arrived.set()
-            writer.write(respond(headers))
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", port, reuse_address=True)
-    try:
-        yield requests
-    finally:
-        server.close()
-        for writer in writers:
-            writer.transport.abort()
-        await server.wait_closed()
-
-
 async def test_refused_while_reconnecting_then_server_returns() -> None:
     port = free_port()
-    url = f"http://127.0.0.1:{port}/sse"
+    refused = asyncio.Event()
 
-    def first(headers: dict[str, str]) -> bytes:
-        return head(framing="close") + events(1, 5)
+    def on_error(exc: BaseException) -> None:
+        if "connection refused" in str(exc):
+            refused.set()
 
-    def second(headers: dict[str, str]) -> bytes:
-        last = int(headers.get("last-event-id") or 0)
+    def first(n: int, request: Request) -> Sequence[Any]:
+        return [head(framing="close"), events(1, 5), CLOSE]
+
+    def second(n: int, request: Request) -> Sequence[Any]:
+        last = int(request.headers.get("last-event-id") or 0)
         if last >= N:
-            return NO_CONTENT
-        return head(framing="close") + events(last + 1, N)
+            return [NO_CONTENT, CLOSE]
+        return [head(framing="close"), events(last + 1, N), CLOSE]
 
-    async def consume() -> list[int] | BaseException:
-        return await collect(url, max_retry_delay=100)
-
-    async with raw_server(port, first) as first_requests:
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(first_requests.arrived.wait(), 5)
+    async with ScriptServer(first, port=port) as first_server:
+        task = asyncio.create_task(collect(first_server.url(), max_retry_delay=100, on_error=on_error))
+        await first_server.wait_requests(1)
     # The port is closed now: the client's reconnects are refused until the server comes back.
-    await asyncio.sleep(0.5)
-    async with raw_server(port, second) as second_requests:
+    await asyncio.wait_for(refused.wait(), 10)
+    async with ScriptServer(second, port=port) as second_server:
         outcome = await task
     OUTCOMES["refused while reconnecting, then back"] = describe(outcome)
     assert outcome == ALL_IDS
-    assert second_requests[0].get("last-event-id") == "5"
+    assert second_server.requests[0].headers.get("last-event-id") == "5"
 
 
 @pytest.fixture(scope="module")
@@ -349,30 +302,16 @@ def tls_ca() -> Any:
     return trustme.CA()
 
 
-@contextlib.asynccontextmanager
-async def tls_server(ca: Any) -> AsyncIterator[str]:
+def tls_server(ca: Any) -> ScriptServer:
+    """An https server (a certificate of ``ca`` for 127.0.0.1) of events 1..3, close-delimited."""
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(head(framing="close") + events(1, 3))
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"https://127.0.0.1:{port}/sse"
-    finally:
-        server.close()
-        await server.wait_closed()
+    return ScriptServer([[head(framing="close"), events(1, 3), CLOSE]], ssl=server_context)
 
 
 async def test_tls_self_signed_is_refused_by_default(tls_ca: Any) -> None:
-    async with tls_server(tls_ca) as url:
-        outcome = await collect(url, reconnect=False)
+    async with tls_server(tls_ca) as server:
+        outcome = await collect(server.url(), reconnect=False)
     OUTCOMES["TLS, self-signed, verify=True"] = describe(outcome)
     assert isinstance(outcome, SSEConnectionError)
     assert "certificate" in str(outcome).lower() or "ssl" in str(outcome).lower()
@@ -381,8 +320,8 @@ async def test_tls_self_signed_is_refused_by_default(tls_ca: Any) -> None:
 async def test_tls_with_custom_context_works(tls_ca: Any) -> None:
     context = ssl.create_default_context()
     tls_ca.configure_trust(context)
-    async with tls_server(tls_ca) as url:
-        outcome = await collect(url, reconnect=False, ssl=context)
+    async with tls_server(tls_ca) as server:
+        outcome = await collect(server.url(), reconnect=False, ssl=context)
     OUTCOMES["TLS, custom ssl= context trusting the CA"] = describe(outcome)
     assert outcome == [1, 2, 3]
 

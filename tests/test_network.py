@@ -28,6 +28,7 @@ from servers import (
     ScriptServer,
     TunnelProxy,
     chunk,
+    free_port,
     gzip_chunks,
     has_ipv6_loopback,
     head,
@@ -36,13 +37,10 @@ from servers import (
     sse_length,
 )
 
+pytestmark = pytest.mark.usefixtures("client_decoder")  # every test on the compiled and on the pure hot path
+
 EVENTS = 2000
 AUTH = "Basic " + base64.b64encode(b"user:s3cret").decode()
-
-
-@pytest.fixture(autouse=True)
-def _both_implementations(client_decoder: Any) -> None:
-    """Every test here runs on the compiled and on the pure hot path."""
 
 
 @pytest.fixture(scope="module")
@@ -483,9 +481,7 @@ class _FixedResolver:
 async def test_a_name_with_only_an_ipv6_address_connects_and_unreachable_addresses_are_skipped() -> None:
     """The addresses of a name are tried in the resolver's order until one connects: a name whose only
     address is IPv6, and a name whose first address refuses the connection."""
-    with socket.socket() as closed:  # a port nobody listens on
-        closed.bind(("127.0.0.1", 0))
-        refused_port = closed.getsockname()[1]
+    refused_port = free_port()
     async with ScriptServer([sse_chunked(b"data: six\n\n")], host="::1") as origin:
         for resolver in (_FixedResolver(("::1", 0)), _FixedResolver(("127.0.0.1", refused_port), ("::1", 0))):
             async with SSEClient(trust_env=False) as client:
