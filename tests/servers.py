@@ -1,7 +1,7 @@
 """Loopback test servers: real sockets on 127.0.0.1, port 0.
 
 ``ScriptServer`` serves scripted exact bytes with faults (write, sleep, stall, drop, close) and
-records every request (method, path, headers, body) and when each client socket went away.
+records every request (method, path, headers, body) and each client socket going away.
 ``HandlerServer`` runs a test's own ``handle(reader, writer)``; ``H2Server`` speaks HTTP/2 and
 ``TunnelProxy`` is an HTTP proxy. All four share one base (``_Loopback``) that ends their connections on
 exit. ``aiohttp_server`` runs an aiohttp application for real HTTP features (redirects, gzip).
@@ -63,7 +63,6 @@ class Request:
 class _Conn:
     index: int
     gone: asyncio.Event = field(default_factory=asyncio.Event)
-    gone_at: float | None = None
 
 
 def head(
@@ -262,7 +261,6 @@ class ScriptServer(_Loopback):
         except OSError:  # a TLS client that went away (or refused our certificate)
             pass
         finally:
-            conn.gone_at = asyncio.get_running_loop().time()
             conn.gone.set()
             writer.transport.abort()
             self._writers.discard(writer)
