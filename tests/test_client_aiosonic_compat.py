@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -21,12 +20,10 @@ from sonicsse.connection import SSEConnection
 
 from servers import aiohttp_server
 
-pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(autouse=True)
-def _both_decoders(client_decoder: Any) -> None:
-    """Every test here runs on the compiled and on the pure decoder."""
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.usefixtures("client_decoder"),  # every test on the compiled and on the pure hot path
+]
 
 
 def _app() -> web.Application:

@@ -19,12 +19,9 @@ from sonicsse.exceptions import SSEConnectionError, SSEParsingError, SSEServerEr
 
 from servers import CLOSE, DROP, LAST_CHUNK, STALL, Request, ScriptServer, chunk, head, sse_chunked, sse_close
 
+pytestmark = pytest.mark.usefixtures("client_decoder")  # every test on the compiled and on the pure hot path
+
 FAST = {"retry_delay": 10, "max_retry_delay": 50}
-
-
-@pytest.fixture(autouse=True)
-def _both_decoders(client_decoder: Any) -> None:
-    """Every test here runs on the compiled and on the pure decoder."""
 
 
 def token(text: str) -> bytes:
@@ -123,7 +120,7 @@ async def test_done_sentinel_ends_iteration_without_reconnect(split: bool) -> No
     async with ScriptServer([steps]) as srv:
         async with SSEClient() as client, client.connect(srv.url(), done="[DONE]", **FAST) as conn:
             events = [event async for event in conn]
-            await asyncio.wait_for(srv.conns[0].gone.wait(), 2)  # closed: nothing after it is read
+            await asyncio.wait_for(srv.conns[0].gone.wait(), 5)  # closed: nothing after it is read
     assert [json.loads(e["data"])["choices"][0]["delta"]["content"] for e in events] == ["a"]
     assert len(srv.requests) == 1
 
