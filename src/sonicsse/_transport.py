@@ -246,12 +246,9 @@ class ResponseBody:
         inflater = self._inflater
         while True:
             rx.check()
-            if inflater is not None and inflater.pending:
-                out = inflater.more()
-                if out:
-                    return out
-            if self.completed:
-                return inflater.flush() if inflater is not None else b""
+            out = self._held_back(inflater)
+            if out is not None:
+                return out
             if rx.start < rx.end:
                 try:
                     data: bytes | memoryview = rx.take()
@@ -299,6 +296,17 @@ class ResponseBody:
         poll: Callable[[], memoryview | asyncio.Future[None] | None] = rx.poll
         return poll
 
+    def _held_back(self, inflater: _Inflater | None) -> bytes | None:
+        """What is due before reading more: output zlib held back (bounded per read), or the body's end
+        (the inflater's last bytes, or b""); None when more must be read."""
+        if inflater is not None and inflater.pending:
+            out = inflater.more()
+            if out:
+                return out
+        if self.completed:
+            return inflater.flush() if inflater is not None else b""
+        return None
+
     def _at_eof(self, rx: Any) -> None:
         """The peer ended the stream with everything received parsed: the end of the body, or an error."""
         if rx.lost is not None:
@@ -320,12 +328,9 @@ class ResponseBody:
     async def _read_unbuffered(self) -> bytes:
         """HTTP/2 bodies, and bodies aiosonic already read."""
         inflater = self._inflater
-        if inflater is not None and inflater.pending:
-            out = inflater.more()
-            if out:
-                return out
-        if self.completed:
-            return inflater.flush() if inflater is not None else b""
+        out = self._held_back(inflater)
+        if out is not None:
+            return out
         while True:
             data = await self._read_h2() if self._taken.framing == "h2" else self._read_body()
             if inflater is not None:
