@@ -57,7 +57,7 @@ class Opener:
         self._client = client
         self._core = core
         self._sent_body = False
-        self._bad_ids_logged: set[str] = set()
+        self._bad_ids_logged: set[str] | None = None  # made on the first id that cannot be sent
         self._closer: asyncio.Future[None] | None = None  # set while a request waits for its response
         self._sleeper: asyncio.Future[None] | None = None  # set during the wait before an attempt
         self.status: int | None = None  # of the last response
@@ -209,17 +209,15 @@ class Opener:
             if inspect.isawaitable(result):
                 result = await result
             source = result
-        bad = self._bad_ids_logged
-        if (
-            last_event_id
-            and not _policy.header_value_ok(last_event_id)
-            and last_event_id not in bad
-            and len(bad) < 16
-        ):
-            bad.add(last_event_id)
-            logger.warning(
-                "sonicsse: last event id %r cannot be sent as a header value; left out", last_event_id
-            )
+        if last_event_id and not _policy.header_value_ok(last_event_id):
+            bad = self._bad_ids_logged
+            if bad is None:
+                bad = self._bad_ids_logged = set()
+            if last_event_id not in bad and len(bad) < 16:  # once per id, for a few ids
+                bad.add(last_event_id)
+                logger.warning(
+                    "sonicsse: last event id %r cannot be sent as a header value; left out", last_event_id
+                )
         headers = _policy.build_headers(source, last_event_id)
         options = self._core.options
         _seam.check_request(headers, options.data, options.multipart)

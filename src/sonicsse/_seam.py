@@ -434,7 +434,7 @@ async def send_request(
     return response, bool(pool_safe)
 
 
-@dataclass
+@dataclass(slots=True)
 class TakenResponse:
     """What ``take_response()`` took from aiosonic's response: the head, and the body's source.
 

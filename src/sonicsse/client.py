@@ -8,7 +8,7 @@ from ssl import SSLContext
 from types import TracebackType
 from typing import Any
 
-from ._options import ConnectOptions, HeadersArg
+from ._options import DEFAULTS, ConnectOptions, HeadersArg
 from ._policy import url_problem
 from ._proxy import ProxyRoutes
 from ._seam import DEFAULT_POOL_SIZE, HTTPClient, StreamConnector, Timeouts
@@ -17,7 +17,7 @@ from .checkpoint import CheckpointStore
 from .connection import SSEConnection
 from .exceptions import SSEInvalidURLError
 
-_D = ConnectOptions  # connect()'s defaults are the options' own
+_D = DEFAULTS  # connect()'s defaults are the options' own
 
 __all__ = ["PendingConnection", "SSEClient", "SSEConnect"]
 
