@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-import sonicsse.connection
+import sonicsse._json_events
 from sonicsse import FileCheckpoint, SSEClient
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError, SSEServerError
 
@@ -336,7 +336,7 @@ async def test_iter_json_feeds_bytes_only_to_orjson() -> None:
 
 async def test_iter_json_without_orjson_uses_json_loads_on_text(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "orjson", None)  # `import orjson` now fails, as when not installed
-    assert sonicsse.connection._default_loads() is json.loads
+    assert sonicsse._json_events.default_loads() is json.loads
     body = b'data: {"n": 1}\n\ndata: [DONE]\n\n'
     async with ScriptServer([[*sse_chunked(body, end=False), STALL]]) as srv, SSEClient() as client:
         async with client.connect(srv.url()) as conn:

@@ -13,7 +13,6 @@ import collections
 import contextlib
 import functools
 import inspect
-import json as _json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from ._comments import CommentOrder
 from ._core import SSEStats, StreamCore
 from ._hooks import call_hook
 from ._inband import StopSignals
+from ._json_events import json_values
 from ._logging import logger, redact_url
 from ._opening import Opener
 from ._options import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, ConnectOptions, HeadersArg
@@ -36,16 +36,6 @@ __all__ = ["HeadersArg", "SSEConnection", "SSEStats"]
 
 _DRAIN_WAIT = 1.0  # how long the end of a body after a sentinel may take before the socket is closed
 _DRAIN_BYTES = 64 << 10
-
-
-def _default_loads() -> Callable[[Any], Any]:
-    """orjson.loads when orjson is installed (``sonicsse[fast]``), else json.loads."""
-    try:
-        import orjson
-    except ImportError:
-        return _json.loads
-    loads: Callable[[Any], Any] = orjson.loads
-    return loads
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -277,7 +267,7 @@ class SSEConnection:
         finally:
             self._leave(iteration)
 
-    async def iter_json(
+    def iter_json(
         self,
         done: str | Callable[[Event], bool] | None = "[DONE]",
         loads: Callable[[Any], Any] | None = None,
@@ -291,44 +281,16 @@ class SSEConnection:
         object with an ``error`` member) raise :class:`SSEServerError`; data that is not JSON raises
         :class:`SSEParsingError`.
         """
-        parse: Callable[[Any], Any] = _default_loads() if loads is None else loads
-        # orjson parses bytes fastest (0.34x the cost of str + json.loads on OpenAI-style chunks), while
-        # json.loads is slower on bytes (1.29x: it has to detect the encoding first): see
-        # benchmarks/test_options.py.
-        raw = getattr(parse, "__module__", None) == "orjson"
-        options = self._core.options
+        return json_values(self, done, loads)
+
+    @contextlib.contextmanager
+    def _screened(self, signals: StopSignals, decode: bool) -> Iterator[None]:
+        """Screen for ``signals`` (and decode data or not) while the block runs (``iter_json``)."""
         decoder = self._decoder
         saved = decoder.decode, self._signals
-        switched = raw and decoder.decode
-        if raw:
-            decoder.decode = False
-        self._signals = StopSignals(
-            options.done if done is None else done,
-            options.error_event or "error",
-            raw=not decoder.decode,
-            loads=parse,
-            text_events=switched,
-            method=options.upper_method,
-            url=options.url,
-        )
+        decoder.decode, self._signals = decode, signals
         try:
-            async with contextlib.aclosing(self.iter_batches()) as batches:
-                async for events in batches:
-                    for event in events:
-                        data = event["data"]
-                        if not data:
-                            continue
-                        try:
-                            value = parse(data)
-                        except ValueError as exc:
-                            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-                            raise SSEParsingError(
-                                f"event data is not JSON: {exc}",
-                                line=text[:80],
-                                method=options.upper_method,
-                                url=options.url,
-                            ) from exc
-                        yield value
+            yield
         finally:
             decoder.decode, self._signals = saved
 
