@@ -134,7 +134,8 @@ cdef class ReceiverCore:
                 self._filled and room < C_READ_SIZE and PyByteArray_GET_SIZE(self.buffer) < C_CAPACITY
             ):
                 # room == 0: fed while paused (a TLS layer hands over all it decrypted): never refuse.
-                self._grow(C_READ_SIZE)
+                # Doubling (a 5 KiB event takes 8 KiB, not 68); past C_CAPACITY, a read's worth more.
+                self._grow(1 if PyByteArray_GET_SIZE(self.buffer) < C_CAPACITY else C_READ_SIZE)
                 room = PyByteArray_GET_SIZE(self.buffer) - end
         cdef Py_ssize_t offered = room if room < C_READ_SIZE else C_READ_SIZE
         cdef Py_ssize_t hint = sizehint

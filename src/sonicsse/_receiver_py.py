@@ -155,7 +155,8 @@ class BodyReceiver(asyncio.BufferedProtocol):
                 room = len(self.buffer) - end
             if room == 0 or (self._filled and room < READ_SIZE and len(self.buffer) < CAPACITY):
                 # room == 0: fed while paused (a TLS layer hands over all it decrypted): never refuse.
-                self._grow()
+                # Doubling (a 5 KiB event takes 8 KiB, not 68); past CAPACITY, a read's worth more.
+                self._grow(1 if len(self.buffer) < CAPACITY else READ_SIZE)
                 room = len(self.buffer) - end
         offered = room if room < READ_SIZE else READ_SIZE
         if sizehint > offered and self._hints:
