@@ -71,6 +71,18 @@ SPARE_FDS = 64
 TLS: ssl.SSLContext | None = None
 #: --http2: ask for HTTP/2 (ALPN) where the client can.
 HTTP2 = False
+#: --connect-timeout: how long a client may take to connect a stream (and, for the HTTP clients, to get
+#: its response head), so that the connect storm of thousands of streams does not count as lost streams.
+CONNECT_TIMEOUT = 60.0
+
+
+def aiosonic_timeouts() -> Any:
+    """aiosonic's Timeouts for sonicsse and aiosonic: its defaults (a 5 s connect timeout, 30 s to read)
+    with the connect timeout and the time to the response head raised to --connect-timeout, and 300 s to
+    read (as sonicsse's read_timeout), so that idle streams are not cut."""
+    from aiosonic.timeout import Timeouts
+
+    return Timeouts(sock_connect=CONNECT_TIMEOUT, sock_read=300, request_timeout=CONNECT_TIMEOUT)
 
 
 class StreamStats:
@@ -188,10 +200,13 @@ async def run_sonicsse(urls: list[str], st: StreamStats) -> None:
     """All streams through one sonicsse.SSEClient, its pool as large as the stream count."""
     from sonicsse import SSEClient
 
+    timeouts = aiosonic_timeouts()
     async with SSEClient(pool_size=max(1024, len(urls))) as client:
 
         def connect(url: str) -> Callable[[], Any]:
-            return lambda: client.connect(url, reconnect=False, ssl=TLS, http2=HTTP2)
+            return lambda: client.connect(
+                url, reconnect=False, ssl=TLS, http2=HTTP2, timeouts=timeouts, read_timeout=300
+            )
 
         await asyncio.gather(*(_dict_stream(connect(u), st) for u in urls))
 
@@ -202,16 +217,17 @@ async def run_aiosonic(urls: list[str], st: StreamStats, pool: int | None) -> No
     from aiosonic.connectors import TCPConnector
     from aiosonic.pools import PoolConfig
 
-    connector = None
-    if pool or HTTP2:
-        connector = TCPConnector(pool_configs={":default": PoolConfig(size=pool or 30)}, http2=HTTP2)
+    timeouts = aiosonic_timeouts()
+    connector = TCPConnector(
+        pool_configs={":default": PoolConfig(size=pool or 30)}, http2=HTTP2, timeouts=timeouts
+    )
     http = HTTPClient(connector=connector)
     client = SSEClient(http)
 
     def connect(url: str) -> Callable[[], Any]:
         if HTTP2:
-            return lambda: client.connect(url, reconnect=False, ssl=TLS, http2=True)
-        return lambda: client.connect(url, reconnect=False, ssl=TLS)
+            return lambda: client.connect(url, reconnect=False, ssl=TLS, http2=True, timeouts=timeouts)
+        return lambda: client.connect(url, reconnect=False, ssl=TLS, timeouts=timeouts)
 
     try:
         await asyncio.gather(*(_dict_stream(connect(u), st) for u in urls))
@@ -411,7 +427,8 @@ async def _aiosonic_floor_stream(http: Any, url: str, st: StreamStats) -> None:
     proto = _TaskFloorStream()
 
     async def open_stream() -> asyncio.BaseTransport:
-        response = await http.request(url, ssl=TLS)  # aiosonic sends the request, reads the head
+        # aiosonic sends the request, reads the head
+        response = await http.request(url, ssl=TLS, timeouts=aiosonic_timeouts())
         proto.owner = response
         reader = response._connection.reader
         writer = response._connection.writer
@@ -472,6 +489,23 @@ _LIBRARY = {"aiosonic-floor": "aiosonic", "aiosonic-pool": "aiosonic"}
 # ----------------------------------------------------------------------------- the child process
 
 
+class GCTimer:
+    """The time the cyclic garbage collector takes over a run, per generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.counts = [0, 0, 0]
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.seconds[generation] += time.perf_counter() - self._start
+            self.counts[generation] += 1
+
+
 def events_per_stream(rate: float, duration: float) -> int:
     """Events in one stream: the first at once, then one every 1/rate s (at least 1)."""
     return max(1, round(rate * duration))
@@ -479,7 +513,7 @@ def events_per_stream(rate: float, duration: float) -> int:
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One client over all streams in this process; returns the measurement."""
-    global TLS, HTTP2
+    global TLS, HTTP2, CONNECT_TIMEOUT
     fd_limit = raise_fd_limit()
     if not args.no_pin:
         pin_cpu("client")
@@ -496,9 +530,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         if args.http2:
             TLS.set_alpn_protocols(["h2", "http/1.1"])
     HTTP2 = args.http2
+    CONNECT_TIMEOUT = args.connect_timeout
     library = _LIBRARY.get(args.client, args.client)
     if library in ("sonicsse", "aiosonic", "httpx-sse", "launchdarkly"):
         _preimport(library)  # not timed, not counted as per-stream memory
+    if library == "sonicsse":
+        print(f"sonicsse from {sys.modules['sonicsse'].__file__}", file=sys.stderr)
     if args.loop == "uvloop":
         import uvloop
 
@@ -512,6 +549,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     rss_base = _rss_kib("VmRSS")
     maxrss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _reset_peak_rss()
+    gc_timer = GCTimer()
+    gc.callbacks.append(gc_timer)
     r0, w0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), time.monotonic_ns()
     timed_out = False
     try:
@@ -519,6 +558,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     except asyncio.TimeoutError:
         timed_out = True
     w1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    gc.callbacks.remove(gc_timer)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     # VmHWM was reset at the baseline; without /proc, ru_maxrss (never reset) stands in.
     peak = _rss_kib("VmHWM") or r1.ru_maxrss
@@ -532,7 +572,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "timed_out": timed_out, "wall_s": w1 - w0, "cpu_s": cpu, "cpu_pct": 100 * cpu / (w1 - w0),
         "rss_base_kib": rss_base, "rss_peak_kib": max(peak, rss_base), "maxrss_base_kib": maxrss_base,
         "maxrss_kib": r1.ru_maxrss, "rss_per_stream_kib": max(peak - rss_base, 0) / args.streams,
-        "fd_limit": fd_limit,
+        "fd_limit": fd_limit, "gc_s": sum(gc_timer.seconds), "gc_full_s": gc_timer.seconds[2],
+        "gc_full": gc_timer.counts[2],
         "lat_p50_ms": percentile(lat, 50) / 1e6, "lat_p99_ms": percentile(lat, 99) / 1e6,
         "lat_max_ms": (max(lat) / 1e6) if lat else float("nan"),
         "ramp_s": (max(started) - t0) / 1e9 if len(started) == args.streams else None,
@@ -549,24 +590,37 @@ def run_one(
     args: argparse.Namespace, client: str, loop: str, port: int, cafile: str | None
 ) -> dict[str, Any]:
     """Start one child process for a client and loop; returns its measurement (or the failure)."""
-    cmd = [sys.executable, "-m", "benchmarks.concurrency", "--child", "--client", client, "--loop", loop,
+    env = dict(os.environ)
+    name, _, variant = client.partition("@")
+    if variant:  # sonicsse@NAME: sonicsse imported from the source tree given by --sonicsse NAME=DIR
+        env["PYTHONPATH"] = os.pathsep.join([args.variants[variant], env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
+    cmd = [sys.executable, "-m", "benchmarks.concurrency", "--child", "--client", name, "--loop", loop,
            "--port", str(port), "--streams", str(args.streams), "--rate", str(args.rate),
-           "--duration", str(args.duration), "--grace", str(args.grace)]  # fmt: skip
+           "--duration", str(args.duration), "--grace", str(args.grace),
+           "--connect-timeout", str(args.connect_timeout)]  # fmt: skip
     if args.no_pin:
         cmd.append("--no-pin")
     if cafile:
         cmd += ["--cafile", cafile]
     if args.http2:
         cmd.append("--http2")
-    if args.py_spy and client == "sonicsse":
-        out = f"{args.py_spy}-{loop}.txt"
+    if args.py_spy and name == "sonicsse":
+        out = f"{args.py_spy}-{client}-{loop}.txt"
         cmd = ["py-spy", "record", "--native", "--rate", "250", "--format", "raw", "--output", out,
                "--", *cmd]  # fmt: skip
     limit = args.duration + args.grace + 30
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit)
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit)
+        if variant:
+            found = [x for x in proc.stderr.splitlines() if x.startswith("sonicsse from ")]
+            if not found or not found[-1].endswith(args.variants[variant] + "/sonicsse/__init__.py"):
+                return {"client": client, "loop": loop, "first_error": f"wrong sonicsse: {found}"}
         lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
-        return dict(json.loads(lines[-1]))
+        row = dict(json.loads(lines[-1]))
+        row["client"] = client
+        return row
     except subprocess.TimeoutExpired:
         return {"client": client, "loop": loop, "first_error": f"killed after {limit:.0f} s"}
     except (json.JSONDecodeError, IndexError):
@@ -594,7 +648,7 @@ def _median(values: list[float | None]) -> float | None:
 #: The measurements summarised as medians over reps.
 MEDIANS = (
     "cpu_pct", "cpu_s", "rss_per_stream_kib", "rss_peak_kib", "rss_base_kib", "lat_p50_ms", "lat_p99_ms",
-    "lat_max_ms", "ramp_s", "steady_p50_ms", "steady_p99_ms", "wall_s",
+    "lat_max_ms", "ramp_s", "steady_p50_ms", "steady_p99_ms", "wall_s", "gc_s",
 )  # fmt: skip
 
 
@@ -652,19 +706,19 @@ def table(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"### {title(args)}{reps}",
         "",
         "| loop | client | streams completed | events lost | errors | client CPU % of one core | "
-        "CPU × raw floor | peak RSS KiB per stream | RSS × raw floor | p50 ms | p99 ms | max ms | "
-        "ramp s | steady p99 ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU × raw floor | of which GC s | peak RSS KiB per stream | RSS × raw floor | p50 ms | p99 ms | "
+        "max ms | ramp s | steady p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summary:
         if not s["ran"]:
-            lines.append(f"| {s['loop']} | {s['client']} | FAIL: {s['first_error']} |" + " |" * 11)
+            lines.append(f"| {s['loop']} | {s['client']} | FAIL: {s['first_error']} |" + " |" * 12)
             continue
         err = f"{s['errors']}" + (f" ({s['first_error']})" if s["first_error"] else "")
         err += f" ({s['timed_out']} runs hit the deadline)" if s["timed_out"] else ""
         lines.append(
             f"| {s['loop']} | {s['client']} | {s['completed']}/{s['streams']} | {s['lost']:,} | {err} | "
-            f"{_num(s['cpu_pct'], '{:.1f}')} | {_num(s['cpu_x_raw'], '{:.2f}×')} | "
+            f"{_num(s['cpu_pct'], '{:.1f}')} | {_num(s['cpu_x_raw'], '{:.2f}×')} | {_num(s['gc_s'])} | "
             f"{_num(s['rss_per_stream_kib'], '{:.1f}')} | {_num(s['rss_x_raw'], '{:.2f}×')} | "
             f"{_num(s['lat_p50_ms'])} | {_num(s['lat_p99_ms'])} | {_num(s['lat_max_ms'])} | "
             f"{_num(s['ramp_s'])} | {_num(s['steady_p99_ms'])} |"
@@ -678,7 +732,7 @@ def targets(summary: list[dict[str, Any]], args: argparse.Namespace) -> list[str
     rss_bound = 2.0 if args.rate < 1 else 1.5
     out = []
     for s in summary:
-        if s["client"] != "sonicsse" or not s["ran"]:
+        if s["client"].partition("@")[0] != "sonicsse" or not s["ran"]:
             continue
         cpu_x, rss_x = s["cpu_x_raw"], s["rss_x_raw"]
         ok = (
@@ -695,7 +749,7 @@ def targets(summary: list[dict[str, Any]], args: argparse.Namespace) -> list[str
                 floors.append(f"{what} {floor['cpu_x_raw']:.2f}×")
         binding = f" ({', '.join(floors)})" if floors else ""
         out.append(
-            f"- {s['loop']}: {s['completed']}/{s['streams']} complete, {s['lost']} lost, "
+            f"- {s['client']}, {s['loop']}: {s['completed']}/{s['streams']} complete, {s['lost']} lost, "
             f"CPU {_num(cpu_x, '{:.2f}×')} raw floor (≤ 1.3×){binding}, "
             f"RSS per stream {_num(rss_x, '{:.2f}×')} raw floor's (≤ {rss_bound:g}×), "
             f"p99 {_num(s['lat_p99_ms'], '{:.1f}')} ms (≤ 50 ms): " + ("holds" if ok else "MISSED")
@@ -737,6 +791,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--grace", type=float, default=15.0, help="extra seconds before a run is cut off")
     p.add_argument("--clients", default=",".join(DEFAULT_CLIENTS), help=f"any of {','.join(CLIENTS)}")
     p.add_argument("--loops", default="asyncio,uvloop")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT,
+        help="seconds a client may take to open a stream (sonicsse and aiosonic default to 5 s)",
+    )
     p.add_argument("--reps", type=int, default=1, help="interleaved reps; the tables show medians")
     p.add_argument("--tls", action="store_true", help="over https: a throw-away CA and certificate (trustme)")
     p.add_argument("--http2", action="store_true", help="HTTP/2 over TLS to an h2 server (implies --tls)")
@@ -745,7 +805,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--py-spy",
         default=None,
         metavar="PREFIX",
-        help="record sonicsse's runs with py-spy (--native, raw stacks) to PREFIX-<loop>.txt",
+        help="record sonicsse's runs with py-spy (--native, raw stacks) to PREFIX-<client>-<loop>.txt",
+    )
+    p.add_argument(
+        "--sonicsse",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also run client sonicsse@NAME: sonicsse imported from DIR (a source tree's src), e.g. to "
+        "compare two builds in one run (add sonicsse@NAME to --clients)",
     )
     p.add_argument("--no-pin", action="store_true")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -755,6 +823,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cafile", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.tls = args.tls or args.http2
+    args.variants = {}
+    for item in args.sonicsse:
+        name, _, directory = item.partition("=")
+        args.variants[name] = os.path.abspath(directory)
     return args
 
 
@@ -767,10 +839,10 @@ def main(argv: list[str] | None = None) -> int:
     fd_limit = raise_fd_limit()
     clients = [c for c in args.clients.split(",") if c]
     if args.http2:
-        skipped = [c for c in clients if c not in H2_CLIENTS]
+        skipped = [c for c in clients if c.partition("@")[0] not in H2_CLIENTS]
         if skipped:
             print(f"--http2: skipping {', '.join(skipped)} (no HTTP/2)", file=sys.stderr)
-        clients = [c for c in clients if c in H2_CLIENTS]
+        clients = [c for c in clients if c not in skipped]
     rows: list[dict[str, Any]] = []
     with serving(args) as (port, cafile):
         for rep in range(args.reps):
@@ -801,7 +873,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [
         s
         for s in summary
-        if s["client"] == "sonicsse" and (s.get("lost") != 0 or s.get("completed") != args.streams)
+        if s["client"].partition("@")[0] == "sonicsse"
+        and (s.get("lost") != 0 or s.get("completed") != args.streams)
     ]
     return 1 if bad else 0
 
