@@ -117,6 +117,7 @@ class Output:
     (rather than sleeping until it is probably there), and gets all of it at the end."""
 
     def __init__(self, pipe: IO[bytes]) -> None:
+        self.pipe = pipe
         self._data = bytearray()
         self._ended = False
         self._changed = threading.Condition()
@@ -151,6 +152,22 @@ class Output:
         """Everything written, once the pipe ended (the child exited)."""
         self._thread.join(RUN_TIMEOUT)
         return self.text
+
+
+def reap(proc: subprocess.Popen[Any], *readers: Output) -> str:
+    """Kill ``proc`` unless it ended, wait for it and close its pipes; gives what it wrote on stderr.
+    ``readers``: the :class:`Output` readers of some of its pipes (they take the rest first)."""
+    proc.kill()
+    proc.wait()
+    read = {id(reader.pipe): reader.end() for reader in readers}
+    err = read.get(id(proc.stderr))
+    if err is None and proc.stderr is not None and not proc.stderr.closed:
+        data = proc.stderr.read()
+        err = data.decode(errors="replace") if isinstance(data, bytes) else data
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return err or ""
 
 
 def requests_to(server: DemoServer, path: str) -> list[Any]:
@@ -543,9 +560,7 @@ def test_broken_pipe_is_quiet(server: DemoServer) -> None:
     try:
         code = proc.wait(timeout=RUN_TIMEOUT)
     finally:
-        proc.kill()
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
+        err = reap(proc)
     assert code == 0, err
     assert "Traceback" not in err
 
@@ -563,11 +578,7 @@ def test_sigint_exits_130_and_closes_the_socket(loop: str) -> None:
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=10)  # it ends on its own (the stream is endless)
         finally:
-            proc.kill()
-            proc.wait()
-        err = proc.stderr.read().decode()
-        proc.stdout.close()
-        proc.stderr.close()
+            err = reap(proc)
         assert code == 130, err
         for leak in ("Traceback", "Unclosed", "unclosed", "never awaited", "Task was destroyed"):
             assert leak not in err, err
@@ -589,10 +600,7 @@ def test_serve_runs_until_ctrl_c() -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
     finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        reap(proc)
 
 
 def test_serve_port_in_use_exits_1() -> None:
@@ -653,7 +661,7 @@ def test_survives_a_server_restart_and_resumes() -> None:
         try:
             assert json.loads(proc.stdout.readline())["id"] == "1"
         except BaseException:
-            proc.kill()
+            reap(proc, stderr)
             raise
     try:
         # The first server is gone: its connection dropped, new ones are refused until the second
@@ -672,11 +680,7 @@ def test_survives_a_server_restart_and_resumes() -> None:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=10) == 130
     finally:
-        proc.kill()
-        proc.wait()
-        err = stderr.end()
-        proc.stdout.close()
-        proc.stderr.close()
+        err = reap(proc, stderr)
     assert "Traceback" not in err
     assert "retrying" in err or "reconnecting" in err, err
 
@@ -689,16 +693,12 @@ def test_max_retries_gives_up_after_the_server_is_gone() -> None:
         try:
             assert proc.stdout.readline() == '{"n": 1}\n'
         except BaseException:
-            proc.kill()
+            reap(proc)
             raise
     try:  # the server has stopped: every attempt is refused
         code = proc.wait(timeout=30)
     finally:
-        proc.kill()
-        proc.wait()
-    err = proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
+        err = reap(proc)
     assert code == 1, err
     *retries, last = err.splitlines()
     assert "gave up after 3 failed attempts" in last and url in last and "connection refused" in last
@@ -727,11 +727,7 @@ def test_sigint_during_the_demo_exits_130() -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 130
     finally:
-        proc.kill()
-        proc.wait()
-        err = proc.stderr.read().decode()
-        proc.stdout.close()
-        proc.stderr.close()
+        err = reap(proc, stdout)
     assert "Traceback" not in err
 
 
