@@ -87,7 +87,7 @@ def client_decoder(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Any:
     """Make the client run on the implementation under test: its decoder, event iterator, chunked
-    decoder and body receiver (a module uses it from an autouse fixture).
+    decoder and body receiver (a module asks for it with a ``usefixtures`` mark).
 
     The one selector, ``sonicsse._impl``, is switched: the client's modules look the twins up there when
     they make one, so no importer can escape the switch."""

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from client_helpers import wait_until
 
 import sonicsse
 from sonicsse._demo import CHAT_TEXT, DemoServer, chat_tokens, serve_in_thread
 
+from client_helpers import wait_until
 from servers import free_port
 
 RUN_TIMEOUT = 60

@@ -11,11 +11,11 @@ import struct
 from typing import Any
 
 import pytest
-from client_helpers import async_wait_until, collect, datas
 
 from sonicsse import SSEClient, SSEConnection
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 
+from client_helpers import async_wait_until, collect, datas
 from servers import (
     DROP,
     LAST_CHUNK,

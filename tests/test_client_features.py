@@ -12,11 +12,11 @@ from typing import Any
 import aiosonic
 import pytest
 from aiohttp import web
-from client_helpers import async_wait_until, collect, datas
 
 from sonicsse import SSEClient, make_http_client
 from sonicsse.exceptions import SSEConnectionError, SSEParsingError
 
+from client_helpers import async_wait_until, collect, datas
 from servers import (
     CLOSE,
     DROP,

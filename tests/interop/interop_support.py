@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from client_helpers import async_wait_until, wait_until
 
+from client_helpers import async_wait_until, wait_until
 from servers import free_port, has_ipv6_loopback  # noqa: F401 - the interop fixtures take them from here
 
 HERE = Path(__file__).resolve().parent
