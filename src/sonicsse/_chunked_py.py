@@ -49,8 +49,9 @@ class ChunkedDecoder:
     def decode(self, buffer: bytearray, start: int, end: int) -> tuple[int, int, int]:
         if self._failed is not None:
             raise self._failed
-        if not isinstance(buffer, bytearray):
-            raise TypeError(f"buffer must be a bytearray, not {type(buffer).__name__}")
+        if type(buffer) is not bytearray:  # as the compiled twin's ``bytearray buffer not None`` argument
+            name = type(buffer).__name__
+            raise TypeError(f"Argument 'buffer' has incorrect type (expected bytearray, got {name})")
         if not 0 <= start <= end <= len(buffer):
             raise ValueError("start and end must lie within the buffer, start <= end")
         out_start = out_end = -1
