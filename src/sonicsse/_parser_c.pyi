@@ -3,9 +3,8 @@
 from collections.abc import Callable, Collection
 from typing import Any
 
+from ._parser_py import Buffer
 from ._types import Event
-
-Buffer = bytes | bytearray | memoryview
 
 class SSEDecoder:
     def __init__(
