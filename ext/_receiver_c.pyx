@@ -80,7 +80,7 @@ cdef class ReceiverCore:
     def __init__(self, transport, previous, initial=b"", bint eof=False):
         cdef Py_ssize_t size = C_INITIAL_SIZE
         cdef Py_ssize_t n = len(initial)
-        while size < n + C_INITIAL_SIZE:
+        while size < 2 * n:  # the bytes aiosonic read with the head (often the first event)
             size *= 2
         self.buffer = bytearray(size)
         self._view = memoryview(self.buffer)

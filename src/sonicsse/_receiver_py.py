@@ -101,7 +101,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
 
     def __init__(self, transport: Any, previous: Any, initial: bytes = b"", eof: bool = False) -> None:
         size = INITIAL_SIZE
-        while size < len(initial) + INITIAL_SIZE:
+        while size < 2 * len(initial):  # the bytes aiosonic read with the head (often the first event)
             size *= 2
         self.buffer = bytearray(size)
         self._view = memoryview(self.buffer)
