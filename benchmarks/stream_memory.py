@@ -44,6 +44,60 @@ def _package(filename: str) -> str:
     return "benchmarks" if "benchmarks" in parts else parts[-1]
 
 
+def _trimmed_rss() -> int:
+    """VmRSS after glibc's ``malloc_trim(0)`` gave the heap's free pages back (0 without glibc)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return 0
+    return _rss_kib("VmRSS")
+
+
+def _pymalloc_stats() -> dict[str, int]:
+    """pymalloc's totals from ``sys._debugmallocstats()`` (its arenas are not in tracemalloc's count)."""
+    import os
+
+    out: dict[str, int] = {}
+    with tempfile.TemporaryFile(mode="w+") as f:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        for line in f:
+            key, _, value = line.rpartition("=")
+            key, value = key.strip(" #\n"), value.strip().replace(",", "")
+            if "unused pools" in key:
+                key = "unused pools"
+            if value.isdigit() and key and key not in out:  # the first Total is the arenas'
+                out[key] = int(value)
+    return out
+
+
+def _pymalloc(before: dict[str, int], n: int) -> str:
+    after = _pymalloc_stats()
+    parts = []
+    for key, label in (
+        ("Total", "arenas in use"),
+        ("bytes in allocated blocks", "in objects"),
+        ("bytes in available blocks", "free in pools"),
+        ("unused pools", "empty pools"),
+        ("bytes lost to pool headers", "pool headers"),
+        ("bytes lost to quantization", "rounding"),
+    ):
+        found = [k for k in after if k.startswith(key)]
+        if found:
+            k = found[0]
+            parts.append(f"{label} {(after[k] - before.get(k, 0)) / n / 1024:.2f}")
+    return ", ".join(parts) + " KiB per stream"
+
+
 def _types() -> tuple[Counter[str], Counter[str]]:
     counts: Counter[str] = Counter()
     sizes: Counter[str] = Counter()
@@ -75,6 +129,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     st = concurrency.StreamStats(2, n)
     gc.collect()
     rss0 = _rss_kib("VmRSS")
+    stats0 = _pymalloc_stats()
     types0 = _types()
     tracemalloc.start(args.frames)
     snap0 = tracemalloc.take_snapshot()
@@ -84,9 +139,15 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     traced = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     rss1 = _rss_kib("VmRSS")
+    trimmed = _trimmed_rss()
     types1 = _types()
     print(f"{args.client}, {args.loop}{' over TLS' if args.tls else ''}: {st.started}/{n} streams open")
     print(f"RSS: {(rss1 - rss0) / n:.2f} KiB per stream ({rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB)")
+    if trimmed:
+        kept = (rss1 - trimmed) / n
+        after = (trimmed - rss0) / n
+        print(f"RSS after malloc_trim(0): {after:.2f} KiB per stream ({kept:.2f} KiB free C heap)")
+    print(f"pymalloc: {_pymalloc(stats0, n)}")
     by_site = snap1.compare_to(snap0, "lineno")
     total = sum(d.size_diff for d in by_site)
     print(
@@ -115,9 +176,13 @@ async def measure(args: argparse.Namespace, url: str) -> None:
                 print("      " + line.strip())
     counts0, sizes0 = types0
     counts1, sizes1 = types1
-    print("\ngc-tracked objects per stream, by type (count, bytes by sys.getsizeof):")
-    diffs = [(sizes1[t] - sizes0[t], counts1[t] - counts0[t], t) for t in counts1]
-    for size, count, name in sorted(diffs, reverse=True)[: args.top]:
+    diffs = [(counts1[t] - counts0[t], sizes1[t] - sizes0[t], t) for t in counts1]
+    tracked = sum(count for count, _, _ in diffs)
+    print(
+        f"\ngc-tracked objects per stream: {tracked / n:.1f} (the cyclic GC visits each on a full collection)"
+    )
+    print("by type (count, bytes by sys.getsizeof):")
+    for count, size, name in sorted(diffs, reverse=True)[: args.top]:
         if count >= n / 2:
             print(f"  {count / n:>6.2f}  {size / n:>7.0f} B  {name}")
     task.cancel()
