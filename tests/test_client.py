@@ -483,6 +483,26 @@ async def test_first_event_timeout() -> None:
             await collect(conn)
 
 
+async def test_first_event_timeout_alone_is_quiet_once_an_event_came() -> None:
+    """With only first_event_timeout set, the timer finds no deadline after the first event: it stops,
+    and the stream waits for more events without an error in the loop's callbacks."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        async with (
+            ScriptServer(
+                [[*sse_chunked(b"data: a\n\n", end=False), 0.3, chunk(b"data: b\n\n"), LAST_CHUNK]]
+            ) as srv,
+            SSEClient() as client,
+            client.connect(srv.url(), reconnect=False, read_timeout=None, first_event_timeout=0.05) as conn,
+        ):
+            assert datas(await collect(conn)) == ["a", "b"]  # the 0.3 s gap is past the timer's first check
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
+
+
 # -- shutdown -----------------------------------------------------------------------------------
 
 
