@@ -61,6 +61,9 @@ cdef class EventIterator:
     cdef object _waiting  # the future step() gave, while it is awaited
     cdef bint _finished
 
+    def __cinit__(self, *args, **kwargs):
+        self._finished = True  # until __init__ accepted its arguments: __del__ has nothing to end
+
     def __init__(self, step, next_batch, on_exit, list rest not None):
         if len(rest) != 1:
             raise ValueError("rest must be a list holding one iterator")

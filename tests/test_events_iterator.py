@@ -239,3 +239,21 @@ async def test_an_error_from_step_ends_the_iteration(event_iterator: Any) -> Non
     with pytest.raises(RuntimeError, match="step broke"):
         await it.__anext__()
     assert src.exits == 1 and src.calls == 0
+
+
+async def test_an_iterator_whose_arguments_were_refused_leaves_nothing_to_end(event_iterator: Any) -> None:
+    """Its finalizer must not schedule ``on_exit`` (the compiled twin's was None: asyncio logged
+    "Exception in callback None()")."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    exits: list[int] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        with pytest.raises(ValueError, match="one iterator"):
+            event_iterator(lambda: None, Source().next_batch, lambda: exits.append(1), [])
+        gc.collect()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == [] and exits == []
