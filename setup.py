@@ -1,4 +1,4 @@
-"""Build script: compiles ext/*.pyx (sonicsse._parser_c, _events_c, _chunked_c, _receiver_c), or installs
+"""Build script: compiles ext/*.pyx (sonicsse._decoder_c, _events_c, _chunked_c, _receiver_c), or installs
 the pure package.
 
 The extension is skipped, with a banner saying why, when ``SONICSSE_NO_EXTENSIONS`` is set, on an
@@ -73,7 +73,7 @@ def extensions() -> list[Extension]:
         banner("sonicsse: Cython is not installed; installing the pure-Python package (slower).")
         return []
     exts = [
-        Extension("sonicsse._parser_c", ["ext/_parser_c.pyx"]),
+        Extension("sonicsse._decoder_c", ["ext/_decoder_c.pyx"]),
         Extension("sonicsse._events_c", ["ext/_events_c.pyx"]),
         Extension("sonicsse._chunked_c", ["ext/_chunked_c.pyx"]),
         Extension("sonicsse._receiver_c", ["ext/_receiver_c.pyx"]),

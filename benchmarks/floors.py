@@ -43,8 +43,8 @@ def _best(fn: Callable[[], int]) -> float:
 
 def main() -> None:
     """Print the floors of the bulk workload."""
+    from sonicsse._decoder_c import SSEDecoder
     from sonicsse._events_c import EventIterator
-    from sonicsse._parser_c import SSEDecoder
 
     events = make_events("bulk", 500_000)
     raw = [(data.encode(), event, (eid or "").encode()) for data, event, eid in events]

@@ -56,14 +56,14 @@ def _compiled() -> Any:
     if os.environ.get("SONICSSE_NO_EXTENSIONS"):
         pytest.skip("SONICSSE_NO_EXTENSIONS=1: the compiled decoder is not used")
     try:
-        from sonicsse._parser_c import SSEDecoder
+        from sonicsse._decoder_c import SSEDecoder
     except ImportError:
-        pytest.skip("sonicsse._parser_c is not built")
+        pytest.skip("sonicsse._decoder_c is not built")
     return SSEDecoder
 
 
 def _pure() -> Any:
-    from sonicsse._parser_py import SSEDecoder
+    from sonicsse._decoder_py import SSEDecoder
 
     return SSEDecoder
 

@@ -57,7 +57,7 @@ def impl(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def decoder_cls(impl: str) -> Any:
     """The ``SSEDecoder`` class of the implementation under test."""
-    return load_module(impl, "parser").SSEDecoder
+    return load_module(impl, "decoder").SSEDecoder
 
 
 @pytest.fixture

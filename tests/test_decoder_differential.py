@@ -15,17 +15,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sonicsse import _parser_py
+from sonicsse import _decoder_py
 from sonicsse.exceptions import SSEParsingError
 
 from conftest import NO_EXTENSIONS
 from spec_reference import BOM, reference
 
-IMPLEMENTATIONS: list[Any] = [_parser_py.SSEDecoder]
+IMPLEMENTATIONS: list[Any] = [_decoder_py.SSEDecoder]
 if not NO_EXTENSIONS:
-    from sonicsse import _parser_c
+    from sonicsse import _decoder_c
 
-    IMPLEMENTATIONS.insert(0, _parser_c.SSEDecoder)
+    IMPLEMENTATIONS.insert(0, _decoder_c.SSEDecoder)
 
 PIECES = [
     *(b"data", b"data:", b"data: ", b"event:", b"event: ", b"id:", b"id: ", b"retry:", b"retry: "),

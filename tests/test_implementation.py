@@ -22,18 +22,18 @@ def test_public_names() -> None:
 @pytest.mark.skipif(NO_EXTENSIONS, reason="built with SONICSSE_NO_EXTENSIONS")
 def test_compiled_decoder_is_active_in_a_normal_build() -> None:
     # Fails when the extension silently did not build or import: the pure twin would hide a broken wheel.
-    from sonicsse import _parser_c
+    from sonicsse import _decoder_c
 
     assert sonicsse.IMPLEMENTATION == "c"
-    assert sonicsse.SSEDecoder is _parser_c.SSEDecoder
+    assert sonicsse.SSEDecoder is _decoder_c.SSEDecoder
 
 
 @pytest.mark.skipif(not NO_EXTENSIONS, reason="only for the pure run")
 def test_pure_decoder_is_active_without_extensions() -> None:
-    from sonicsse import _parser_py
+    from sonicsse import _decoder_py
 
     assert sonicsse.IMPLEMENTATION == "py"
-    assert sonicsse.SSEDecoder is _parser_py.SSEDecoder
+    assert sonicsse.SSEDecoder is _decoder_py.SSEDecoder
 
     from sonicsse import _chunked_py, _events_py, _impl, _receiver_py
 
@@ -61,7 +61,7 @@ def test_environment_switch_forces_the_pure_decoder() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [
         "py",
-        "sonicsse._parser_py",
+        "sonicsse._decoder_py",
         "sonicsse._events_py",
         "sonicsse._chunked_py",
         "sonicsse._receiver_py",
@@ -125,19 +125,19 @@ def test_exceptions_are_aiosonic_exceptions() -> None:
 
 
 def test_the_compiled_decoders_type_stub_declares_the_pure_twins_public_api() -> None:
-    """``_parser_c.pyi`` gives the compiled decoder the pure one's types: both must name the same API."""
+    """``_decoder_c.pyi`` gives the compiled decoder the pure one's types: both must name the same API."""
     import ast
     import inspect
     from pathlib import Path
 
-    from sonicsse import _parser_py
+    from sonicsse import _decoder_py
 
-    stub = Path(sonicsse.__file__).with_name("_parser_c.pyi")
+    stub = Path(sonicsse.__file__).with_name("_decoder_c.pyi")
     tree = ast.parse(stub.read_text(encoding="utf-8"))
     (cls,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "SSEDecoder"]
     declared = {node.name for node in cls.body if isinstance(node, ast.FunctionDef)}
-    public = {name for name in vars(_parser_py.SSEDecoder) if not name.startswith("_")}
+    public = {name for name in vars(_decoder_py.SSEDecoder) if not name.startswith("_")}
     assert declared - {"__init__"} == public
     init = next(node for node in cls.body if isinstance(node, ast.FunctionDef) and node.name == "__init__")
     stub_params = [arg.arg for arg in init.args.args[1:]]
-    assert stub_params == list(inspect.signature(_parser_py.SSEDecoder).parameters)
+    assert stub_params == list(inspect.signature(_decoder_py.SSEDecoder).parameters)

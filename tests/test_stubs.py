@@ -30,7 +30,7 @@ import sonicsse
 
 from conftest import NO_EXTENSIONS
 
-TWINS = ["parser", "chunked", "events", "receiver"]
+TWINS = ["decoder", "chunked", "events", "receiver"]
 STUBS = Path(sonicsse.__file__).parent
 PYX = Path(__file__).resolve().parent.parent / "ext"
 

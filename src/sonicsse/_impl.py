@@ -36,23 +36,23 @@ IMPLEMENTATION: str
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._chunked_py import ChunkedDecoder
+    from ._decoder_py import SSEDecoder
     from ._events_py import EventIterator
-    from ._parser_py import SSEDecoder
     from ._receiver_py import BodyReceiver
 
     IMPLEMENTATION = "py"
 else:
     try:
         from ._chunked_c import ChunkedDecoder
+        from ._decoder_c import SSEDecoder
         from ._events_c import EventIterator
-        from ._parser_c import SSEDecoder
         from ._receiver_c import BodyReceiver
 
         IMPLEMENTATION = "c"
     except ImportError as missing:
         from ._chunked_py import ChunkedDecoder
+        from ._decoder_py import SSEDecoder
         from ._events_py import EventIterator
-        from ._parser_py import SSEDecoder
         from ._receiver_py import BodyReceiver
 
         IMPLEMENTATION = "py"

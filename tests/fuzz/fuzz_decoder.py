@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sonicsse import _chunked_c, _chunked_py, _parser_c, _parser_py
+from sonicsse import _chunked_c, _chunked_py, _decoder_c, _decoder_py
 from sonicsse.exceptions import SSEParsingError
 
 from decoder_helpers import dechunk_all
@@ -107,8 +107,8 @@ def check(data: bytes) -> None:
     cut_count = data[2] % 16
     cuts, payload = data[3 : 3 + cut_count], data[3 + cut_count :]
     chunks = split(payload, cuts)
-    compiled = outcome(_parser_c.SSEDecoder, chunks, options, reset_every)
-    pure = outcome(_parser_py.SSEDecoder, chunks, options, reset_every)
+    compiled = outcome(_decoder_c.SSEDecoder, chunks, options, reset_every)
+    pure = outcome(_decoder_py.SSEDecoder, chunks, options, reset_every)
     if compiled != pure:
         raise AssertionError(f"twins differ on {data!r}:\n  c:  {compiled!r}\n  py: {pure!r}")
     if not options or options == {"on_comment": None, "last_event_id": "7"}:

@@ -1,9 +1,9 @@
-"""Types of the compiled decoder (ext/_parser_c.pyx): the same API as ``sonicsse._parser_py``."""
+"""Types of the compiled decoder (ext/_decoder_c.pyx): the same API as ``sonicsse._decoder_py``."""
 
 from collections.abc import Callable, Collection
 from typing import Any
 
-from ._parser_py import Buffer
+from ._decoder_py import Buffer
 from ._types import Event
 
 class SSEDecoder:

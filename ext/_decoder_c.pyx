@@ -2,7 +2,7 @@
 # cython: freethreading_compatible=True
 # Free-threading: the module keeps no mutable global state (only constants), and every decoder's state
 # lives in its own instance, which, like a file object, belongs to one stream and one task at a time.
-"""The compiled event-stream decoder: ``sonicsse._parser_py.SSEDecoder`` at C speed.
+"""The compiled event-stream decoder: ``sonicsse._decoder_py.SSEDecoder`` at C speed.
 
 It must behave exactly like the pure twin (which quotes the WHATWG steps) for every input and chunking.
 Each chunk is scanned once with memchr; complete lines inside a chunk are processed in place, and only
@@ -21,7 +21,7 @@ from cpython.ref cimport Py_XDECREF
 from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
 from libc.string cimport memchr, memcmp, memcpy, memset
 
-from sonicsse._parser_py import _event_type_filter, _parse_retry, _size_limit
+from sonicsse._decoder_py import _event_type_filter, _parse_retry, _size_limit
 from sonicsse.exceptions import SSEParsingError
 
 cdef extern from "Python.h":

@@ -1,7 +1,7 @@
 """The pure-Python event-stream decoder: the readable statement of the rules the compiled twin implements.
 
 Spec: WHATWG HTML Living Standard, "Server-sent events", subsections "Parsing an event stream" and
-"Interpreting an event stream". Step comments below quote it. ``ext/_parser_c.pyx`` must behave exactly
+"Interpreting an event stream". Step comments below quote it. ``ext/_decoder_c.pyx`` must behave exactly
 like this module for every input and every chunking; ``tests/test_decoder_differential.py`` checks that.
 
 The stream is split into lines on raw bytes and each piece is decoded on its own. That equals decoding the
