@@ -17,6 +17,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_XDECREF
 from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
 from libc.string cimport memchr, memcmp, memcpy, memset
@@ -208,6 +209,8 @@ cdef class SSEDecoder:
     # a window later) per event.
     cdef long long* _numbers    # the window's ids in _ring's slot order
     cdef Py_ssize_t _numbered   # how many slots of _numbers hold an id
+    cdef Py_ssize_t _capacity   # the slots allocated in _numbers (and _ring, once it is used): the window
+                                # grows as ids come, so a stream without ids holds none
     cdef long long _last_number  # the largest id of the window (-1 before the first)
     cdef set _seen_ids
     cdef object _last_data
@@ -265,16 +268,14 @@ cdef class SSEDecoder:
         self._last_event_id = last_event_id
         self._last_lazy = False
         self._retry = None
-        # The list first: it refuses a window too large to allocate, so the size of _numbers (no larger
-        # than the list's own array) cannot overflow. The window's state then changes all at once.
-        ring = [None] * dedup_window
-        numbers = <long long*>PyMem_Realloc(self._numbers, <size_t>max(dedup_window, 1) * sizeof(long long))
-        if numbers == NULL:
+        # A window too large to ever allocate is refused now, as a list of that size is; the slots are
+        # allocated as ids come (_grow_window), so the sizes computed there cannot overflow.
+        if dedup_window > PY_SSIZE_T_MAX // <Py_ssize_t>sizeof(long long):
             raise MemoryError()
-        self._numbers = numbers
+        self._capacity = 0
         self._numbered = 0
         self._last_number = -1
-        self._ring = ring
+        self._ring = None
         self._ring_pos = 0
         self._ring_size = dedup_window
         self._ascending = True
@@ -850,6 +851,8 @@ cdef class SSEDecoder:
         cdef Py_ssize_t before, i
         cdef object evicted
         cdef long long number
+        if self._ring_pos == self._capacity:  # the window is not full yet: it grows
+            self._grow_window()
         if self._ascending:
             # Most streams number their events: an id larger than every id in the window cannot be
             # in it, so no set is needed until an id breaks the pattern.
@@ -865,6 +868,7 @@ cdef class SSEDecoder:
                 return 1
             self._ascending = False
             # The numbers' decimal strings are the ids themselves: they were canonical.
+            self._ring = [None] * self._capacity
             for i in range(self._numbered):  # (the slots from 0 on: _numbered < _ring_size before a wrap)
                 self._ring[i] = str(self._numbers[i])
             self._seen_ids = {known for known in self._ring if known is not None}
@@ -881,6 +885,22 @@ cdef class SSEDecoder:
         if self._ring_pos == self._ring_size:
             self._ring_pos = 0
         return 1
+
+    cdef int _grow_window(self) except -1:
+        """Double the window's slots (16 at first), up to the window's size."""
+        cdef Py_ssize_t capacity = self._capacity
+        cdef Py_ssize_t grown = capacity * 2 if capacity else 16
+        cdef long long* numbers
+        if grown > self._ring_size:
+            grown = self._ring_size
+        numbers = <long long*>PyMem_Realloc(self._numbers, <size_t>grown * sizeof(long long))
+        if numbers == NULL:
+            raise MemoryError()
+        self._numbers = numbers
+        if self._ring is not None:
+            self._ring.extend([None] * (grown - capacity))
+        self._capacity = grown
+        return 0
 
 
 cdef long long decimal_value(str text) noexcept:

@@ -122,6 +122,7 @@ class SSEDecoder:
         "_retry",
         "_ring",
         "_ring_pos",
+        "_ring_size",
         "_seen_ids",
         "_skip_lf",
         "_strict",
@@ -148,6 +149,8 @@ class SSEDecoder:
         max_event_size = _size_limit(max_event_size)
         if dedup_window < 0:
             raise ValueError("dedup_window must not be negative")
+        if dedup_window > sys.maxsize // 8:  # never allocatable (as a list of that size is not)
+            raise MemoryError()
         if on_comment is not None and not callable(on_comment):
             raise TypeError("on_comment must be callable")
         self._event_types = _event_type_filter(event_types)
@@ -159,7 +162,10 @@ class SSEDecoder:
         self._max_event_size = max_event_size
         self._last_event_id = last_event_id
         self._retry: int | None = None
-        self._ring: list[str | None] = [None] * dedup_window
+        # The window of recent ids grows as ids come (a stream without ids holds none), up to its size,
+        # then ``_ring_pos`` goes round it, the oldest id first.
+        self._ring: list[str] = []
+        self._ring_size = dedup_window
         self._ring_pos = 0
         self._seen_ids: set[str] = set()
         self._last_data: str | bytes | None = None
@@ -349,7 +355,7 @@ class SSEDecoder:
         id_buffer, last_event_id = self._id_buffer, self._last_event_id
         # dedup: the window of recent ids (a ring and a set), the data of the last event yielded, and
         # whether no event was yielded since the last reset
-        ring, ring_pos, ring_size = self._ring, self._ring_pos, len(self._ring)
+        ring, ring_pos, ring_size = self._ring, self._ring_pos, self._ring_size
         seen = self._seen_ids
         last_data, after_reset = self._last_data, self._after_reset
         try:
@@ -380,13 +386,14 @@ class SSEDecoder:
                             if event_id:
                                 keep = event_id not in seen
                                 if keep and ring_size:  # remember it in the window, forgetting the oldest
-                                    evicted = ring[ring_pos]
-                                    if evicted is not None:
-                                        seen.discard(evicted)
-                                    ring[ring_pos] = event_id
-                                    ring_pos += 1
-                                    if ring_pos == ring_size:
-                                        ring_pos = 0
+                                    if len(ring) < ring_size:
+                                        ring.append(event_id)
+                                    else:
+                                        seen.discard(ring[ring_pos])
+                                        ring[ring_pos] = event_id
+                                        ring_pos += 1
+                                        if ring_pos == ring_size:
+                                            ring_pos = 0
                                     seen.add(event_id)
                             elif first_after_reset:
                                 keep = text != last_data
