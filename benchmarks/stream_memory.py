@@ -7,7 +7,9 @@
 Opens ``--streams`` paced streams (one event at once, the next a minute later) through one client in
 this process, exactly as ``benchmarks.concurrency`` does, waits until every stream has its first event,
 and then compares the process with the one before the streams were opened (after one warm-up stream,
-so that import-time caches and the client's shared objects are not counted):
+so that import-time caches and the client's shared objects are not counted). RSS comes from a first
+batch of streams, the Python allocations and objects from a second one, opened with ``tracemalloc`` on
+(whose own records would otherwise count as RSS):
 
 - RSS per stream (``VmRSS``), which also holds what C code allocates (the event loop's handles,
   OpenSSL), outside Python's allocator;
@@ -126,28 +128,36 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     task = await _open(args.client, url, 1, warm)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    # First batch: RSS and pymalloc's arenas, without tracemalloc (its own records would count).
     st = concurrency.StreamStats(2, n)
     gc.collect()
     rss0 = _rss_kib("VmRSS")
     stats0 = _pymalloc_stats()
+    task = await _open(args.client, url, n, st)
+    gc.collect()
+    rss1 = _rss_kib("VmRSS")
+    trimmed = _trimmed_rss()
+    pymalloc = _pymalloc(stats0, n)
+    # Second batch, as many streams again: Python allocations and objects.
+    st2 = concurrency.StreamStats(2, n)
+    gc.collect()
     types0 = _types()
     tracemalloc.start(args.frames)
     snap0 = tracemalloc.take_snapshot()
-    task = await _open(args.client, url, n, st)
+    task2 = await _open(args.client, url, n, st2)
     gc.collect()
     snap1 = tracemalloc.take_snapshot()
     traced = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    rss1 = _rss_kib("VmRSS")
-    trimmed = _trimmed_rss()
     types1 = _types()
-    print(f"{args.client}, {args.loop}{' over TLS' if args.tls else ''}: {st.started}/{n} streams open")
+    over = " over TLS" if args.tls else ""
+    print(f"{args.client}, {args.loop}{over}: {st.started}+{st2.started}/{2 * n} streams open")
     print(f"RSS: {(rss1 - rss0) / n:.2f} KiB per stream ({rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB)")
     if trimmed:
         kept = (rss1 - trimmed) / n
         after = (trimmed - rss0) / n
         print(f"RSS after malloc_trim(0): {after:.2f} KiB per stream ({kept:.2f} KiB free C heap)")
-    print(f"pymalloc: {_pymalloc(stats0, n)}")
+    print(f"pymalloc: {pymalloc}")
     by_site = snap1.compare_to(snap0, "lineno")
     total = sum(d.size_diff for d in by_site)
     print(
@@ -185,8 +195,9 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     for count, size, name in sorted(diffs, reverse=True)[: args.top]:
         if count >= n / 2:
             print(f"  {count / n:>6.2f}  {size / n:>7.0f} B  {name}")
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for t in (task, task2):
+        t.cancel()
+    await asyncio.gather(task, task2, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> None:
