@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from . import _impl
 from ._comments import CommentOrder
 from ._core import SSEStats, StreamCore
-from ._dispatch import Dispatcher, Handler
 from ._hooks import call_hook
 from ._inband import StopSignals
 from ._json_events import json_values
@@ -240,24 +239,6 @@ class SSEConnection:
             self._step, self._next_batch, functools.partial(self._leave, self._iterations), self._rest
         )
         return iterator
-
-    async def dispatch(self, handler: Handler, *, batches: bool = False) -> None:
-        """Call ``handler(event)`` for each event (``handler(batch)`` with ``batches=True``) until the
-        stream ends for good: the ingestion path for many streams at once.
-
-        The handler runs from the event loop's read callback, with no task switch per socket read (which
-        is what ``async for`` costs per read). Reconnection, timeouts, ``done``, in-band errors and
-        checkpoints work as with ``async for``, and what would end an ``async for`` loop raises here; an
-        exception from the handler ends the dispatch (and is raised). A handler that returns an awaitable
-        (a coroutine function) is awaited before anything more is read: backpressure, with memory bounded
-        by the receive buffer.
-        """
-        self._iterations += 1
-        iteration = self._iterations
-        try:
-            await Dispatcher(self, handler, batches).run()
-        finally:
-            self._leave(iteration)
 
     async def iter_batches(self) -> AsyncGenerator[list[Event], None]:
         """Yield the list of events each socket read completed (never empty): the fast path for ingestion.
