@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .clients import CLIENTS, PURE
-from .server import tls_files
+from .server import server_process, tls_files
 from .workloads import PACED_WIDTH, WORKLOADS, build, token_data
 
 ALL_CLIENTS = [*CLIENTS, "dict-floor"]
@@ -73,21 +73,8 @@ def running_server(
         cmd.append("--no-pin")
     if certfile:
         cmd += ["--certfile", certfile]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"benchmark server did not start: {line!r}")
-        yield int(line.split()[1])
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server_process(cmd) as port:
+        yield port
 
 
 # ----------------------------------------------------------------------------- expectations

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import socket
 import ssl
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from .server import pin_cpu, raise_fd_limit
+from .server import pin_cpu, raise_fd_limit, server_process
 from .workloads import PACED_WIDTH, token_data
 
 MAX_STREAMS = 1 << 20
@@ -172,21 +171,8 @@ def running_h2_server(certfile: str, pin: bool) -> Iterator[int]:
     cmd = [sys.executable, "-m", "benchmarks.h2server", "--certfile", certfile]
     if not pin:
         cmd.append("--no-pin")
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"HTTP/2 benchmark server did not start: {line!r}")
-        yield int(line.split()[1])
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server_process(cmd) as port:
+        yield port
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,8 +23,11 @@ import os
 import resource
 import socket
 import ssl
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,6 +52,28 @@ def pin_cpu(which: str) -> None:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cpus) >= 2:
         os.sched_setaffinity(0, {cpus[-1] if which == "server" else cpus[0]})
+
+
+@contextlib.contextmanager
+def server_process(cmd: list[str]) -> Iterator[int]:
+    """Run a benchmark server (a ``python -m benchmarks...`` command that prints ``READY <port>`` and stops
+    when its stdin ends) in its own process; yields its port; always stops it."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(cmd, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"benchmark server {cmd[2:]} did not start: {line!r}")
+        yield int(line.split()[1])
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def tls_files(directory: str) -> tuple[str, str]:
