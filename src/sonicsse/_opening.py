@@ -47,6 +47,7 @@ class Opener:
         "_client",
         "_closer",
         "_core",
+        "_kwargs",
         "_sent_body",
         "_sleeper",
         "headers",
@@ -56,6 +57,7 @@ class Opener:
     def __init__(self, client: Any, core: StreamCore) -> None:
         self._client = client
         self._core = core
+        self._kwargs = request_kwargs(core.options, client)  # the same for every attempt
         self._sent_body = False
         self._bad_ids_logged: set[str] | None = None  # made on the first id that cannot be sent
         self._closer: asyncio.Future[None] | None = None  # set while a request waits for its response
@@ -238,7 +240,7 @@ class Opener:
                 options.params,
                 data,
                 json,
-                request_kwargs(options, self._client),
+                self._kwargs,
             )
         )
         closer: asyncio.Future[None] = loop.create_future()

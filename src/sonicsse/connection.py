@@ -42,11 +42,6 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 class SSEConnection:
     """An open event stream: iterate it for events; it reconnects by itself when configured to.
 
