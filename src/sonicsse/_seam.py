@@ -44,6 +44,7 @@ import asyncio
 import contextvars
 import inspect
 import ssl
+import sys
 from collections import deque
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -74,6 +75,16 @@ from aiosonic.utils import connection_key, default_port
 from ._logging import logger
 from ._proxy import ProxyRoutes, ProxyURL
 from ._tunnel import open_tunnel
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Any, timeout: float | None) -> Any:
+        """``asyncio.wait_for`` without the task it makes of a coroutine (one per stream opened)."""
+        async with asyncio.timeout(timeout):
+            return await awaitable
+
+else:
+    _within = asyncio.wait_for
 
 __all__ = [
     "AIOSONIC_VERSION",
@@ -317,7 +328,7 @@ class StreamConnector(TCPConnector):  # type: ignore[misc]
                 return conn
             conn.reused = False
             connecting = self._connect(conn, urlparsed, settings, host, port)
-            await asyncio.wait_for(connecting, timeout=timeouts.sock_connect)
+            await _within(connecting, timeouts.sock_connect)
         except asyncio.TimeoutError:
             self.release(conn)
             raise ConnectTimeout() from None
