@@ -7,6 +7,7 @@ long to wait, so every rule can be tested exhaustively without sockets.
 from __future__ import annotations
 
 import enum
+import functools
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -201,14 +202,23 @@ def redirect_request(
     return method, target, True
 
 
+# str.isspace() characters (the same set as ``\s`` in a str pattern) and the C0 controls and DEL
+_UNQUOTED = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be requested (a message for a person), or None when it can."""
     if not isinstance(url, str):
         return f"the URL must be a str, not {type(url).__name__}"
+    return _str_url_problem(url)
+
+
+@functools.lru_cache(maxsize=256)  # streams are opened to a few URLs, many times
+def _str_url_problem(url: str) -> str | None:
     text = url.strip()
     if not text:
         return "the URL is empty"
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if _UNQUOTED.search(text):
         return "the URL contains spaces or control characters (quote them as %20 and the like)"
     try:
         parts = urlsplit(text)
