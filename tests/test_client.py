@@ -417,6 +417,23 @@ async def test_stalled_stream_read_timeout_raises_without_reconnect() -> None:
     assert datas(events) == ["a"]
 
 
+async def test_streams_with_a_timeout_share_the_loops_timer_and_leave_it_when_closed() -> None:
+    from sonicsse._watchdog import watchdog
+
+    dog = watchdog(asyncio.get_running_loop())
+    scripts = [[*sse_chunked(b"data: a\n\n", end=False), STALL] for _ in range(50)]
+    async with ScriptServer(scripts) as srv, SSEClient() as client:
+        conns = [await client.connect(srv.url(), reconnect=False, read_timeout=60) for _ in range(50)]
+        assert len(dog) == 50
+        assert len(dog._handles) <= 3  # a tick is 0.6 s: fifty streams opened together share it
+        for conn in conns[:25]:
+            await conn.close()
+        assert len(dog) == 25
+        for conn in conns[25:]:
+            await conn.close()
+    assert len(dog) == 0 and not dog._handles
+
+
 async def test_heartbeats_keep_read_timeout_but_not_event_timeout() -> None:
     beats: list[Any] = []
     for _ in range(20):

@@ -27,6 +27,7 @@ from ._opening import Opener
 from ._options import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, ConnectOptions, HeadersArg
 from ._transport import Interrupted, ResponseBody, TransportError
 from ._types import Event
+from ._watchdog import Watchdog, tick_of, watchdog
 from .exceptions import SSECheckpointError, SSEParsingError
 
 if TYPE_CHECKING:
@@ -71,8 +72,10 @@ class SSEConnection:
         "_signals",
         "_step_error",
         "_step_events",
-        "_timer",
+        "_tick",
+        "_timer_key",
         "_wait_since",
+        "_watchdog",
     )
 
     def __init__(self, client: Any, options: ConnectOptions) -> None:
@@ -102,8 +105,11 @@ class SSEConnection:
         self._rest: list[Iterator[Event]] = [iter(())]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wait_since = 0.0  # when the pending read began (0: none pending), for read_timeout
-        self._timer: asyncio.TimerHandle | None = None
         self._min_timeout = options.shortest_timeout()
+        # the loop's shared timer calls _on_timer(); _timer_key is where this stream waits in it (0: not)
+        self._watchdog: Watchdog | None = None
+        self._timer_key = 0.0
+        self._tick = tick_of(self._min_timeout) if self._min_timeout is not None else 0.0
 
     def _make_decoder(self, initial_id: str | None) -> SSEDecoder:
         options = self._core.options
@@ -517,7 +523,8 @@ class SSEConnection:
         now = loop.time()
         self._core.stream_opened(body.status, now)
         if self._min_timeout is not None:
-            self._timer = loop.call_at(now + self._min_timeout, self._on_timer)
+            watch = self._watchdog = watchdog(loop)
+            self._timer_key = watch.watch(self, now + self._min_timeout, self._tick)
 
     def _leave(self, iteration: int) -> None:
         """The consumer left an iteration: close the socket now; a later iteration resumes at once.
@@ -533,17 +540,19 @@ class SSEConnection:
         body = self._body
         self._body = None
         self._poll = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._timer_key:
+            assert self._watchdog is not None
+            self._watchdog.unwatch(self, self._timer_key)
+            self._timer_key = 0.0
         if body is not None:
             body.close(keep_connection=self._core.options.keep_connection)
 
     # -- timeouts -----------------------------------------------------------------------------
 
     def _on_timer(self) -> None:
-        """Check the deadlines; interrupt the pending read when one passed, else re-arm."""
-        self._timer = None
+        """Check the deadlines; interrupt the pending read when one passed, else re-arm (called by
+        the loop's watchdog)."""
+        self._timer_key = 0.0
         body = self._body
         loop = self._loop
         if body is None or loop is None or self._min_timeout is None:
@@ -557,7 +566,9 @@ class SSEConnection:
         if waiting and when <= now:
             body.interrupt("timeout", reason)
             return
-        self._timer = loop.call_at(when if when > now else now + self._min_timeout, self._on_timer)
+        assert self._watchdog is not None
+        when = when if when > now else now + self._min_timeout
+        self._timer_key = self._watchdog.watch(self, when, self._tick)
 
     # -- aiosonic compatibility ---------------------------------------------------------------
 
