@@ -1,7 +1,7 @@
 # cython: language_level=3
 # cython: freethreading_compatible=True
-# Free-threading: the module keeps no mutable global state (only constants set at import), and each receiver
-# belongs to one connection, driven by one event loop.
+# Free-threading: the only mutable global state is the list of spare buffers, used with single list calls
+# (a pop from an empty list is caught); each receiver belongs to one connection, driven by one event loop.
 """The compiled twin of ``sonicsse._receiver_py``: a response body received into one reusable buffer.
 
 Same buffer, flow control, framing and wake-ups as the pure twin (see its docstring for the why of
@@ -22,12 +22,17 @@ cdef enum:
     C_CAPACITY = 1 << 18
     C_QUIET_READS = 64
     C_TLS_RECORD = 1 << 14
+    C_SPARE_BUFFERS = 256
 
 READ_SIZE = C_READ_SIZE
 INITIAL_SIZE = C_INITIAL_SIZE
 CAPACITY = C_CAPACITY
 QUIET_READS = C_QUIET_READS
 TLS_RECORD = C_TLS_RECORD
+SPARE_BUFFERS = C_SPARE_BUFFERS
+cdef list _spare = []  # views of C_INITIAL_SIZE buffers lent by waiting streams (see the pure twin)
+cdef bytearray _NO_BUFFER = bytearray()
+cdef object _NO_VIEW = memoryview(_NO_BUFFER)
 MAX_LENGTH = PY_SSIZE_T_MAX
 
 cdef object Future = asyncio.Future
@@ -116,8 +121,15 @@ cdef class ReceiverCore:
     # -- protocol callbacks (the event loop) ------------------------------------------------------
 
     def get_buffer(self, sizehint):
-        cdef Py_ssize_t end = self.end
+        cdef Py_ssize_t end
         cdef Py_ssize_t room
+        if PyByteArray_GET_SIZE(self.buffer) == 0:  # lent while the stream waited (start == end == 0)
+            try:
+                self._view = _spare.pop()
+            except IndexError:
+                self._view = memoryview(bytearray(C_INITIAL_SIZE))
+            self.buffer = self._view.obj
+        end = self.end
         if self.start == end:
             self.start = self.end = end = 0
             if self._quiet >= C_QUIET_READS and PyByteArray_GET_SIZE(self.buffer) > C_INITIAL_SIZE:
@@ -256,6 +268,15 @@ cdef class ReceiverCore:
             self._compact()
             self._paused = False
             self._transport.resume_reading()
+        elif (
+            self.start == self.end
+            and PyByteArray_GET_SIZE(self.buffer) == C_INITIAL_SIZE
+            and len(_spare) < C_SPARE_BUFFERS
+        ):
+            _spare.append(self._view)
+            self.buffer = _NO_BUFFER
+            self._view = _NO_VIEW
+            self.start = self.end = 0
         self._waiter = waiter
         return waiter
 

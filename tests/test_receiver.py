@@ -119,6 +119,41 @@ async def test_a_grown_buffer_shrinks_back_once_the_stream_is_quiet_again(BodyRe
     assert take(rx) == b"data: z\n\n"
 
 
+async def test_a_waiting_stream_with_nothing_buffered_lends_its_buffer(
+    BodyReceiver: Any, receiver_module: Any
+) -> None:
+    idle = [BodyReceiver(RecordingTransport(), None) for _ in range(8)]
+    for rx in idle:
+        deliver(rx, b"data: a\n\n")
+        assert take(rx) == b"data: a\n\n"
+        rx.receive()
+        assert len(rx.buffer) == 0  # lent while it waits
+    for k, rx in enumerate(idle):  # each read takes a whole buffer back, and nothing is mixed up
+        deliver(rx, b"data: %d\n\n" % k)
+        assert len(rx.buffer) == INITIAL_SIZE
+    assert [take(rx) for rx in idle] == [b"data: %d\n\n" % k for k in range(8)]
+    assert receiver_module.SPARE_BUFFERS >= 8
+
+
+async def test_a_stream_keeps_its_buffer_while_it_holds_bytes_or_a_grown_buffer(
+    BodyReceiver: Any, chunked_cls: Any
+) -> None:
+    rx = BodyReceiver(RecordingTransport(), None)
+    rx.set_framing(chunked=chunked_cls())
+    deliver(rx, b"5\r\nhello\r\n1")  # a chunk size cut by the read: kept for the next one
+    assert take(rx) == b"hello"
+    rx.receive()
+    assert len(rx.buffer) == INITIAL_SIZE
+    deliver(rx, b"\r\n!\r\n")
+    assert take(rx) == b"!"
+    grown = BodyReceiver(RecordingTransport(), None)
+    for _ in range(6):
+        deliver(grown, b"y" * READ_SIZE)
+        take(grown)
+    grown.receive()
+    assert len(grown.buffer) > INITIAL_SIZE
+
+
 async def test_pauses_when_full_and_resumes_when_the_consumer_waits_again(BodyReceiver: Any) -> None:
     transport = RecordingTransport()
     rx = BodyReceiver(transport, None)

@@ -12,7 +12,8 @@ is one call.
 
 The buffer holds only what a stream needs: it starts at INITIAL_SIZE, grows while reads fill it (bulk,
 large events) or a TLS layer asks for more, and goes back to INITIAL_SIZE once the stream is quiet again,
-so that thousands of slow streams cost a few KiB each.
+so that thousands of slow streams cost a few KiB each; while a stream waits with nothing buffered, its
+buffer is lent to the streams that are reading.
 
 The consumer owns ``buffer[start:end]``: it parses from ``start``, moves ``start`` past what it used, and
 may rewrite the bytes it has already parsed (the chunked decoder compacts the payload in place). A view it
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 __all__ = ["BodyReceiver"]
 
@@ -48,6 +49,13 @@ MAX_LENGTH = sys.maxsize
 #: A grown buffer goes back to INITIAL_SIZE after this many reads in a row that would have fitted in it, so
 #: a stream that once had a burst does not keep 256 KiB for the rest of its life.
 QUIET_READS = 64
+#: A stream that waits with nothing buffered lends its INITIAL_SIZE buffer to a spare list and takes one
+#: back when its next read comes, so thousands of idle streams hold a few buffers between them. The
+#: list keeps at most this many (1 MiB).
+SPARE_BUFFERS = 256
+_spare: list[memoryview] = []  # views of INITIAL_SIZE buffers, each the whole buffer
+_NO_BUFFER = bytearray()  # a lent buffer's stand-in: the view below keeps it from ever growing
+_NO_VIEW = memoryview(_NO_BUFFER)
 
 
 def takes_size_hints(transport: Any) -> bool:
@@ -140,6 +148,12 @@ class BodyReceiver(asyncio.BufferedProtocol):
     # -- protocol callbacks (the event loop) ------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if not self.buffer:  # lent while the stream waited (start == end == 0)
+            try:
+                self._view = _spare.pop()
+            except IndexError:
+                self._view = memoryview(bytearray(INITIAL_SIZE))
+            self.buffer = cast(bytearray, self._view.obj)  # the bytearray behind the view
         end = self.end
         if self.start == end:
             self.start = self.end = end = 0
@@ -278,6 +292,11 @@ class BodyReceiver(asyncio.BufferedProtocol):
             self._compact()
             self._paused = False
             self._transport.resume_reading()
+        elif self.start == self.end and len(self.buffer) == INITIAL_SIZE and len(_spare) < SPARE_BUFFERS:
+            _spare.append(self._view)  # nothing to keep while it waits: get_buffer() takes one back
+            self.buffer = _NO_BUFFER
+            self._view = _NO_VIEW
+            self.start = self.end = 0
         self._waiter = waiter
         return waiter
 
