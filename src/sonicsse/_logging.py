@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: REDACTED if is_secret_name(name) else value for name, value in headers.items()}
 
 
+@functools.lru_cache(maxsize=256)  # logged for every stream opened, to a few URLs
 def redact_url(url: str) -> str:
     """``url`` fit for logs and messages: no user info, and credential query parameters redacted."""
     try:

@@ -85,7 +85,7 @@ class ConnectOptions:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         """The option names, in ``connect()``'s order."""
-        return tuple(field.name for field in dataclasses.fields(cls))
+        return _NAMES
 
     def replace(self, **changes: Any) -> ConnectOptions:
         """A copy with ``changes`` applied."""
@@ -123,3 +123,6 @@ class ConnectOptions:
 
 #: The defaults of every option (``url`` aside), read by ``connect()``'s signature.
 DEFAULTS = ConnectOptions(url="")
+
+
+_NAMES = tuple(field.name for field in dataclasses.fields(ConnectOptions))  # connect() reads them per call
