@@ -32,7 +32,11 @@ def _ssl_error(reason: str) -> ssl.SSLError:
     [
         (ConnectionRefusedError(111, "no"), "http://127.0.0.1:87/e", "connection refused by 127.0.0.1:87"),
         (socket.gaierror(-2, "Name unknown"), "https://no.invalid/e", 'cannot resolve host "no.invalid"'),
-        (_ssl_error("WRONG_VERSION_NUMBER"), "https://127.0.0.1:8765/e", "did not answer TLS (is it http://?)"),
+        (
+            _ssl_error("WRONG_VERSION_NUMBER"),
+            "https://127.0.0.1:8765/e",
+            "did not answer TLS (is it http://?)",
+        ),
         (ConnectTimeout(), "https://127.0.0.1:8765/e", "server speaks plain http"),
         (ConnectTimeout(), "http://10.9.9.9/e", "could not connect to 10.9.9.9:80 in time"),
         (ReadTimeout(), "http://h:1/e", "h:1 accepted the connection but sent no response in time"),

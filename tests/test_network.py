@@ -298,9 +298,7 @@ async def test_ssl_context_with_http_url_and_redirect_to_https(
             async with SSEClient() as client:
                 async with client.connect(plain.url(), ssl=client_ssl, reconnect=False) as conn:
                     assert await _read_all(conn) == ["plain"]
-                async with client.connect(
-                    plain.url(), ssl=client_ssl, follow=True, reconnect=False
-                ) as conn:
+                async with client.connect(plain.url(), ssl=client_ssl, follow=True, reconnect=False) as conn:
                     assert await _read_all(conn) == ["secure"]
 
 
@@ -317,9 +315,7 @@ async def test_ipv6_literal_url(tls: bool, server_ssl: ssl.SSLContext, client_ss
     async with ScriptServer([steps], host="::1", ssl=server_ssl if tls else None) as origin:
         assert origin.url().startswith(("http://[::1]:", "https://[::1]:"))
         async with SSEClient() as client:
-            async with client.connect(
-                origin.url(), ssl=client_ssl if tls else None, reconnect=False
-            ) as conn:
+            async with client.connect(origin.url(), ssl=client_ssl if tls else None, reconnect=False) as conn:
                 assert await _read_all(conn) == _expected(100)
     assert origin.requests[0].headers["host"] == f"[::1]:{origin.port}"
 
@@ -492,7 +488,9 @@ async def test_a_name_with_only_an_ipv6_address_connects_and_unreachable_address
     assert [r.headers["host"] for r in origin.requests] == [f"only-six.test:{origin.port}"] * 2
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/sse", "http://127.0.0.1:abc/sse", "not a url", "ftp://h/"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999/sse", "http://127.0.0.1:abc/sse", "not a url", "ftp://h/"]
+)
 async def test_an_invalid_url_is_a_typed_error_at_once(url: str) -> None:
     async with SSEClient() as client:
         with pytest.raises(SSEInvalidURLError) as info:

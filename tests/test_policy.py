@@ -204,7 +204,8 @@ def test_url_problem_names_what_is_wrong(url: str, problem: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8765/events?n=3", "https://[::1]/x", "HTTPS://Example.com:443", "http://h:65535"]
+    "url",
+    ["http://127.0.0.1:8765/events?n=3", "https://[::1]/x", "HTTPS://Example.com:443", "http://h:65535"],
 )
 def test_url_problem_accepts_requestable_urls(url: str) -> None:
     assert _policy.url_problem(url) is None
