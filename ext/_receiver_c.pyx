@@ -30,7 +30,7 @@ CAPACITY = C_CAPACITY
 QUIET_READS = C_QUIET_READS
 TLS_RECORD = C_TLS_RECORD
 SPARE_BUFFERS = C_SPARE_BUFFERS
-cdef list _spare = []  # views of C_INITIAL_SIZE buffers lent by waiting streams (see the pure twin)
+cdef list _spare = []  # views of C_INITIAL_SIZE buffers given up by waiting streams (see the pure twin)
 cdef bytearray _NO_BUFFER = bytearray()
 cdef object _NO_VIEW = memoryview(_NO_BUFFER)
 MAX_LENGTH = PY_SSIZE_T_MAX
@@ -123,7 +123,7 @@ cdef class ReceiverCore:
     def get_buffer(self, sizehint):
         cdef Py_ssize_t end
         cdef Py_ssize_t room
-        if PyByteArray_GET_SIZE(self.buffer) == 0:  # lent while the stream waited (start == end == 0)
+        if PyByteArray_GET_SIZE(self.buffer) == 0:  # given up while the stream waited (start == end == 0)
             try:
                 self._view = _spare.pop()
             except IndexError:
@@ -268,12 +268,9 @@ cdef class ReceiverCore:
             self._compact()
             self._paused = False
             self._transport.resume_reading()
-        elif (
-            self.start == self.end
-            and PyByteArray_GET_SIZE(self.buffer) == C_INITIAL_SIZE
-            and len(_spare) < C_SPARE_BUFFERS
-        ):
-            _spare.append(self._view)
+        elif self.start == self.end and PyByteArray_GET_SIZE(self.buffer) == C_INITIAL_SIZE:
+            if len(_spare) < C_SPARE_BUFFERS:
+                _spare.append(self._view)
             self.buffer = _NO_BUFFER
             self._view = _NO_VIEW
             self.start = self.end = 0

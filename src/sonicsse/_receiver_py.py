@@ -13,7 +13,7 @@ is one call.
 The buffer holds only what a stream needs: it starts at INITIAL_SIZE, grows while reads fill it (bulk,
 large events) or a TLS layer asks for more, and goes back to INITIAL_SIZE once the stream is quiet again,
 so that thousands of slow streams cost a few KiB each; while a stream waits with nothing buffered, its
-buffer is lent to the streams that are reading.
+buffer is given up, for the streams that are reading.
 
 The consumer owns ``buffer[start:end]``: it parses from ``start``, moves ``start`` past what it used, and
 may rewrite the bytes it has already parsed (the chunked decoder compacts the payload in place). A view it
@@ -49,12 +49,12 @@ MAX_LENGTH = sys.maxsize
 #: A grown buffer goes back to INITIAL_SIZE after this many reads in a row that would have fitted in it, so
 #: a stream that once had a burst does not keep 256 KiB for the rest of its life.
 QUIET_READS = 64
-#: A stream that waits with nothing buffered lends its INITIAL_SIZE buffer to a spare list and takes one
-#: back when its next read comes, so thousands of idle streams hold a few buffers between them. The
-#: list keeps at most this many (1 MiB).
+#: A stream that waits with nothing buffered gives its INITIAL_SIZE buffer up and takes one when its next
+#: read comes, so thousands of idle streams hold no buffer at all. The spare list that serves those reads
+#: keeps at most this many (1 MiB); a buffer given up when it is full is freed.
 SPARE_BUFFERS = 256
 _spare: list[memoryview] = []  # views of INITIAL_SIZE buffers, each the whole buffer
-_NO_BUFFER = bytearray()  # a lent buffer's stand-in: the view below keeps it from ever growing
+_NO_BUFFER = bytearray()  # stands for a buffer given up: the view below keeps it from ever growing
 _NO_VIEW = memoryview(_NO_BUFFER)
 
 
@@ -148,7 +148,7 @@ class BodyReceiver(asyncio.BufferedProtocol):
     # -- protocol callbacks (the event loop) ------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if not self.buffer:  # lent while the stream waited (start == end == 0)
+        if not self.buffer:  # given up while the stream waited (start == end == 0)
             try:
                 self._view = _spare.pop()
             except IndexError:
@@ -292,8 +292,11 @@ class BodyReceiver(asyncio.BufferedProtocol):
             self._compact()
             self._paused = False
             self._transport.resume_reading()
-        elif self.start == self.end and len(self.buffer) == INITIAL_SIZE and len(_spare) < SPARE_BUFFERS:
-            _spare.append(self._view)  # nothing to keep while it waits: get_buffer() takes one back
+        elif self.start == self.end and len(self.buffer) == INITIAL_SIZE:
+            # Nothing to keep while it waits: the buffer goes to the spare list (or is freed when that
+            # is full), and get_buffer() takes one when the next read comes.
+            if len(_spare) < SPARE_BUFFERS:
+                _spare.append(self._view)
             self.buffer = _NO_BUFFER
             self._view = _NO_VIEW
             self.start = self.end = 0
