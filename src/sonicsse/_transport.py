@@ -5,7 +5,9 @@ socket is handed from aiosonic's ``StreamReader`` to a :class:`BodyReceiver`, wh
 reusable buffer, and chunked framing and gzip/deflate are undone synchronously on the bytes of each
 socket read, whatever the framing (chunked, ``Content-Length`` or close-delimited). Where the handover
 cannot be proved exact (``_seam.handover``), the receiver is fed from aiosonic's reader instead.
-HTTP/2 bodies come from aiosonic's stream queue.
+An HTTP/2 body goes to a BodyReceiver too: the connection's reader (``_seam.StreamH2Handler``, one per
+connection, which many streams share) copies each DATA frame of the stream into it. With a borrowed
+aiosonic client, HTTP/2 bodies come from aiosonic's stream queue.
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ class _StreamPump:
 class ResponseBody:
     """One streamed HTTP response: status, headers, and the body as it arrives.
 
-    An HTTP/1.1 body is received by a ``BodyReceiver`` (no copy between the socket and the decoder);
+    A body is received by a ``BodyReceiver`` (no copy between the socket and the decoder over HTTP/1.1);
     ``read()`` returns a view of its buffer, valid until the caller next awaits anything.
     """
 
@@ -197,7 +199,10 @@ class ResponseBody:
         encoding = (taken.headers.get("content-encoding") or "").strip().lower()
         self._inflater = _Inflater(encoding) if encoding in ("gzip", "deflate", "x-gzip") else None
         framing = taken.framing
-        if framing in ("chunked", "length", "close"):
+        if taken.h2_stream is not None:
+            self._rx = _impl.BodyReceiver(taken.h2_stream, None)
+            taken.h2_stream.attach(self._rx)
+        elif framing in ("chunked", "length", "close"):
             assert taken.reader is not None
             rx, self._pump = _receive_body(taken.reader, taken.writer)
             self._rx = rx
@@ -289,7 +294,8 @@ class ResponseBody:
         the receiver's ``poll()``, which gives the next body bytes (a view, as ``read()`` gives) when
         some are buffered, else a future that is done when more arrive, and None when ``read()`` must be
         used instead (at the end of the body, after an interrupt or an error). None for bodies that
-        always need ``read()``: with decompression, HTTP/2, and bodies aiosonic already read."""
+        always need ``read()``: with decompression, HTTP/2 from a borrowed client, and bodies aiosonic
+        already read."""
         rx = self._rx
         if rx is None or self._inflater is not None:
             return None
@@ -312,7 +318,7 @@ class ResponseBody:
         if rx.lost is not None:
             raise TransportError(f"connection lost: {rx.lost!r}")
         framing = self._taken.framing
-        if framing == "close":
+        if framing in ("close", "h2"):  # HTTP/2: the stream ended (END_STREAM)
             self._completed = True
         elif framing == "length":
             raise TransportError(f"connection closed with {rx.remaining} bytes of the body missing")
@@ -326,7 +332,7 @@ class ResponseBody:
             raise TransportError(f"broken {self.headers.get('content-encoding')} body: {exc}") from exc
 
     async def _read_unbuffered(self) -> bytes:
-        """HTTP/2 bodies, and bodies aiosonic already read."""
+        """HTTP/2 bodies from aiosonic's queue (a borrowed client), and bodies aiosonic already read."""
         inflater = self._inflater
         out = self._held_back(inflater)
         if out is not None:
@@ -370,8 +376,9 @@ class ResponseBody:
         self._closed = True
         taken = self._taken
         if taken.framing == "h2":
-            self._h2_iter = None
-            _seam.h2_close(self._response, self.completed)
+            self._completed = self.completed
+            self._rx = self._h2_iter = None
+            _seam.h2_close(self._response, self._completed)
             return
         conn = taken.conn
         rx = self._rx
