@@ -74,6 +74,8 @@ HTTP2 = False
 #: --connect-timeout: how long a client may take to connect a stream (and, for the HTTP clients, to get
 #: its response head), so that the connect storm of thousands of streams does not count as lost streams.
 CONNECT_TIMEOUT = 60.0
+#: --max-opening: SSEClient(max_opening=...) for sonicsse ("default": the library's own default).
+MAX_OPENING = "default"
 
 
 def aiosonic_timeouts() -> Any:
@@ -201,7 +203,10 @@ async def run_sonicsse(urls: list[str], st: StreamStats) -> None:
     from sonicsse import SSEClient
 
     timeouts = aiosonic_timeouts()
-    async with SSEClient(pool_size=max(1024, len(urls))) as client:
+    options: dict[str, Any] = {}
+    if MAX_OPENING != "default":
+        options["max_opening"] = None if MAX_OPENING == "none" else int(MAX_OPENING)
+    async with SSEClient(pool_size=max(1024, len(urls)), **options) as client:
 
         def connect(url: str) -> Callable[[], Any]:
             return lambda: client.connect(
@@ -513,7 +518,7 @@ def events_per_stream(rate: float, duration: float) -> int:
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One client over all streams in this process; returns the measurement."""
-    global TLS, HTTP2, CONNECT_TIMEOUT
+    global TLS, HTTP2, CONNECT_TIMEOUT, MAX_OPENING
     fd_limit = raise_fd_limit()
     if not args.no_pin:
         pin_cpu("client")
@@ -531,6 +536,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             TLS.set_alpn_protocols(["h2", "http/1.1"])
     HTTP2 = args.http2
     CONNECT_TIMEOUT = args.connect_timeout
+    MAX_OPENING = args.max_opening
     library = _LIBRARY.get(args.client, args.client)
     if library in ("sonicsse", "aiosonic", "httpx-sse", "launchdarkly"):
         _preimport(library)  # not timed, not counted as per-stream memory
@@ -599,7 +605,7 @@ def run_one(
     cmd = [sys.executable, "-m", "benchmarks.concurrency", "--child", "--client", name, "--loop", loop,
            "--port", str(port), "--streams", str(args.streams), "--rate", str(args.rate),
            "--duration", str(args.duration), "--grace", str(args.grace),
-           "--connect-timeout", str(args.connect_timeout)]  # fmt: skip
+           "--connect-timeout", str(args.connect_timeout), "--max-opening", args.max_opening]  # fmt: skip
     if args.no_pin:
         cmd.append("--no-pin")
     if cafile:
@@ -796,6 +802,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=CONNECT_TIMEOUT,
         help="seconds a client may take to open a stream (sonicsse and aiosonic default to 5 s)",
+    )
+    p.add_argument(
+        "--max-opening",
+        default=MAX_OPENING,
+        help="sonicsse's SSEClient(max_opening=N): streams opened at once ('none': no limit; 'default')",
     )
     p.add_argument("--reps", type=int, default=1, help="interleaved reps; the tables show medians")
     p.add_argument("--tls", action="store_true", help="over https: a throw-away CA and certificate (trustme)")

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _policy, _seam
 from ._core import MAX_REDIRECTS, Retryable, StreamCore
+from ._gate import OpeningGate
 from ._hooks import call_hook
 from ._logging import logger, redact_headers, redact_url
 from ._transport import Interrupted, ResponseBody, TransportError, open_response
@@ -47,6 +48,7 @@ class Opener:
         "_client",
         "_closer",
         "_core",
+        "_gate",
         "_kwargs",
         "_sent_body",
         "_sleeper",
@@ -54,13 +56,15 @@ class Opener:
         "status",
     )
 
-    def __init__(self, client: Any, core: StreamCore) -> None:
+    def __init__(self, client: Any, core: StreamCore, gate: OpeningGate | None = None) -> None:
         self._client = client
         self._core = core
+        self._gate = gate  # the client's limit on openings at once (None: no limit)
         self._kwargs = request_kwargs(core.options, client)  # the same for every attempt
         self._sent_body = False
         self._bad_ids_logged: set[str] | None = None  # made on the first id that cannot be sent
-        self._closer: asyncio.Future[None] | None = None  # set while a request waits for its response
+        # set while a request waits for its turn or its response: close() resolves it (with None)
+        self._closer: asyncio.Future[Any] | None = None
         self._sleeper: asyncio.Future[None] | None = None  # set during the wait before an attempt
         self.status: int | None = None  # of the last response
         self.headers: Any = {}
@@ -228,7 +232,33 @@ class Opener:
     async def _request(
         self, method: str, url: str, headers: dict[str, str], data: Any, json: Any
     ) -> ResponseBody | None:
-        """Send one request; None when ``close()`` was called before its response came."""
+        """Send one request (when the client's gate gives this connection a turn); None when ``close()``
+        was called before its response came."""
+        gate = self._gate
+        if gate is None:
+            return await self._send(method, url, headers, data, json)
+        if not gate.try_enter():
+            waiter = self._closer = gate.wait()  # close() resolves it with None: no turn taken
+            try:
+                turn = await waiter
+            except BaseException:
+                gate.settle(waiter)
+                raise
+            finally:
+                self._closer = None
+            if not turn:
+                return None
+            if self._core.closed:  # close() came with the turn
+                gate.leave()
+                return None
+        try:
+            return await self._send(method, url, headers, data, json)
+        finally:
+            gate.leave()
+
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], data: Any, json: Any
+    ) -> ResponseBody | None:
         options = self._core.options
         loop = asyncio.get_running_loop()
         request = loop.create_task(

@@ -8,6 +8,7 @@ from ssl import SSLContext
 from types import TracebackType
 from typing import Any
 
+from ._gate import DEFAULT_MAX_OPENING, OpeningGate
 from ._options import DEFAULTS, ConnectOptions, HeadersArg
 from ._policy import url_problem
 from ._proxy import ProxyRoutes
@@ -35,7 +36,7 @@ class PendingConnection:
         self._conn: SSEConnection | None = None
 
     async def _open(self) -> SSEConnection:
-        conn = SSEConnection(self._client.http_client, self._options)
+        conn = SSEConnection(self._client.http_client, self._options, self._client._gate)
         self._client._live.add(conn)
         await conn._start()
         self._conn = conn
@@ -75,6 +76,10 @@ class SSEClient:
             addresses, CIDR ranges, ``*``), as httpx and requests do; read when the client is made.
             With no ``NO_PROXY``, loopback addresses go through the proxy too. Ignored with
             ``http_client``.
+        max_opening: how many streams the client opens at once (connect, TLS, request, response
+            head), reconnections included; the others wait for a turn, in order. Opening thousands
+            of streams together then leaves the streams already open their latency, and memory
+            follows the streams that are open. None: no limit.
 
     Use as ``async with SSEClient() as client:`` or call ``await client.close()``.
     """
@@ -86,6 +91,7 @@ class SSEClient:
         pool_size: int = DEFAULT_POOL_SIZE,
         proxy: str | None = None,
         trust_env: bool = True,
+        max_opening: int | None = DEFAULT_MAX_OPENING,
     ) -> None:
         if http_client is not None and proxy is not None:
             raise TypeError("proxy= applies to the client SSEClient makes: set the proxy on http_client")
@@ -95,6 +101,7 @@ class SSEClient:
         # Checked now, so that a bad proxy URL (or proxy variable) fails here, not on the first request.
         self._routes = ProxyRoutes(proxy, trust_env) if http_client is None else None
         self._live: weakref.WeakSet[SSEConnection] = weakref.WeakSet()
+        self._gate = OpeningGate(max_opening) if max_opening is not None else None
 
     @property
     def http_client(self) -> HTTPClient:
