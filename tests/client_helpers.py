@@ -46,3 +46,32 @@ async def async_wait_until(condition: Callable[[], object], timeout: float, inte
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(interval)
+
+
+class CallbackSource:
+    """An ``EventIterator`` source made of plain callables, for tests that script them."""
+
+    def __init__(self, step: Callable[[], Any], next_batch: Callable[[], Any], on_exit: Callable[[], Any]):
+        self.step = step
+        self.next_batch = next_batch
+        self.on_exit = on_exit
+
+    def _step(self) -> Any:
+        return self.step()
+
+    def _next_batch(self) -> Any:
+        return self.next_batch()
+
+    def _leave(self, token: Any) -> None:
+        self.on_exit()
+
+
+def iterator_of(
+    cls: Callable[..., Any],
+    step: Callable[[], Any],
+    next_batch: Callable[[], Any],
+    on_exit: Callable[[], Any],
+    rest: Any,
+) -> Any:
+    """``cls(source, token, rest)`` over callables: ``EventIterator`` as the tests drive it."""
+    return cls(CallbackSource(step, next_batch, on_exit), None, rest)

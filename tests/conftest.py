@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import os
 import sys
@@ -62,8 +63,11 @@ def decoder_cls(impl: str) -> Any:
 
 @pytest.fixture
 def event_iterator(impl: str) -> Any:
-    """The ``EventIterator`` of the implementation under test."""
-    return load_module(impl, "events").EventIterator
+    """The ``EventIterator`` of the implementation under test, made from ``(step, next_batch, on_exit,
+    rest)`` callables (see ``client_helpers.iterator_of``)."""
+    from client_helpers import iterator_of
+
+    return functools.partial(iterator_of, load_module(impl, "events").EventIterator)
 
 
 @pytest.fixture
@@ -80,8 +84,8 @@ def receiver_module(impl: str) -> Any:
 
 @pytest.fixture
 def client_decoder(
+    impl: str,
     decoder_cls: Any,
-    event_iterator: Any,
     chunked_cls: Any,
     receiver_module: Any,
     monkeypatch: pytest.MonkeyPatch,
@@ -94,7 +98,7 @@ def client_decoder(
     import sonicsse._impl
 
     monkeypatch.setattr(sonicsse._impl, "SSEDecoder", decoder_cls)
-    monkeypatch.setattr(sonicsse._impl, "EventIterator", event_iterator)
+    monkeypatch.setattr(sonicsse._impl, "EventIterator", load_module(impl, "events").EventIterator)
     monkeypatch.setattr(sonicsse._impl, "ChunkedDecoder", chunked_cls)
     monkeypatch.setattr(sonicsse._impl, "BodyReceiver", receiver_module.BodyReceiver)
     return decoder_cls

@@ -1,17 +1,10 @@
-import asyncio
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
-from ._types import Event
+from ._types import Event, EventSource
 
 class EventIterator:
-    def __init__(
-        self,
-        step: Callable[[], list[Event] | asyncio.Future[None] | None],
-        next_batch: Callable[[], Awaitable[list[Event] | None]],
-        on_exit: Callable[[], object],
-        rest: list[Iterator[Event]],
-    ) -> None: ...
+    def __init__(self, source: EventSource, token: Any, rest: list[Iterator[Event]]) -> None: ...
     def __aiter__(self) -> EventIterator: ...
     def __anext__(self) -> EventIterator: ...
     def __await__(self) -> Generator[Any, None, Event]: ...

@@ -5,49 +5,44 @@ compiled iterator is its own awaitable (``__anext__`` returns it, and its ``am_s
 over), where this one's ``__anext__`` is a coroutine. In pure Python an object that is its own awaitable
 costs four calls and a ``StopIteration`` per event, about 0.5 us. The coroutine costs 60 to 120 ns per
 event more than an async generator (3 to 8% of what the pure decoder and this iterator cost together),
-and unlike one it ends like the compiled twin: ``on_exit()`` runs when it is dropped even if it never
-started, and each event is taken from ``rest[0]`` as it is now, not as it was when the batch began."""
+and unlike one it ends like the compiled twin: ``source._leave(token)`` runs when it is dropped even if
+it never started, and each event is taken from ``rest[0]`` as it is now, not as it was when the batch
+began."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from ._types import Event
+from ._types import Event, EventSource
 
 __all__ = ["EventIterator"]
 
 
 class EventIterator:
-    """``EventIterator(step, next_batch, on_exit, rest)``: yield the events of the lists ``step()`` and
-    ``await next_batch()`` give, until ``next_batch()`` gives None; ``on_exit()`` runs once when the
-    iteration ends, however it ends.
+    """``EventIterator(source, token, rest)``: yield the events of the lists ``source._step()`` and
+    ``await source._next_batch()`` give, until ``_next_batch()`` gives None; ``source._leave(token)``
+    runs once when the iteration ends, however it ends.
 
-    ``step()`` is tried first each time a batch is used up: it gives the next batch, or a future to wait
-    on before trying it again, or None to have ``next_batch()`` run instead.
+    ``_step()`` is tried first each time a batch is used up: it gives the next batch, or a future to wait
+    on before trying it again, or None to have ``_next_batch()`` run instead.
 
     ``rest`` is a one-item list holding an iterator over the current batch's events not yet yielded: the
     connection shares it with every iterator it makes, so one that is abandoned half-way through a batch
     (``await anext(aiter(conn))``) leaves the rest to the next.
     """
 
-    __slots__ = ("_finished", "_next_batch", "_on_exit", "_rest", "_step")
+    __slots__ = ("_finished", "_rest", "_source", "_token")
 
-    def __init__(
-        self,
-        step: Callable[[], list[Event] | asyncio.Future[None] | None],
-        next_batch: Callable[[], Awaitable[list[Event] | None]],
-        on_exit: Callable[[], object],
-        rest: list[Iterator[Event]],
-    ) -> None:
+    def __init__(self, source: EventSource, token: Any, rest: list[Iterator[Event]]) -> None:
         self._finished = True  # until it is made: __del__ has nothing to end
         if type(rest) is not list:  # as the compiled twin's ``list rest not None`` argument
             raise TypeError(f"Argument 'rest' has incorrect type (expected list, got {type(rest).__name__})")
         if len(rest) != 1:
             raise ValueError("rest must be a list holding one iterator")
-        self._step = step
-        self._next_batch = next_batch
-        self._on_exit = on_exit
+        self._source = source
+        self._token = token
         self._rest = rest
         self._finished = False
 
@@ -62,9 +57,9 @@ class EventIterator:
             for event in rest[0]:
                 return event
             try:
-                got = self._step()
+                got = self._source._step()
                 if got is None:
-                    batch = await self._next_batch()
+                    batch = await self._source._next_batch()
                     if batch is None:
                         break
                 elif type(got) is list:
@@ -88,7 +83,7 @@ class EventIterator:
         if self._finished:
             return
         self._finished = True
-        self._on_exit()
+        self._source._leave(self._token)
 
     def __del__(self) -> None:
         # Dropped without being exhausted (after a ``break``): end it from the event loop, as asyncio
@@ -97,6 +92,6 @@ class EventIterator:
             return
         self._finished = True
         try:
-            asyncio.get_running_loop().call_soon(self._on_exit)
+            asyncio.get_running_loop().call_soon(self._source._leave, self._token)
         except Exception:  # no running loop (or the interpreter is shutting down)
-            self._on_exit()
+            self._source._leave(self._token)

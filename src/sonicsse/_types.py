@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypedDict
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypedDict
 
-__all__ = ["CommentCallback", "Event"]
+__all__ = ["CommentCallback", "Event", "EventSource"]
 
 
 class Event(TypedDict):
@@ -24,3 +25,11 @@ class Event(TypedDict):
 
 
 CommentCallback = Callable[[str], Any]
+
+
+class EventSource(Protocol):
+    """What an ``EventIterator`` iterates (a connection): see ``_events_py.EventIterator``."""
+
+    def _step(self) -> list[Event] | asyncio.Future[None] | None: ...
+    def _next_batch(self) -> Awaitable[list[Event] | None]: ...
+    def _leave(self, token: Any) -> object: ...

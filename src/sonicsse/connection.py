@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import _impl
 from ._comments import CommentOrder
 from ._core import SSEStats, StreamCore
+from ._gate import OpeningGate
 from ._hooks import call_hook
 from ._inband import StopSignals
 from ._json_events import json_values
@@ -78,10 +78,10 @@ class SSEConnection:
         "_watchdog",
     )
 
-    def __init__(self, client: Any, options: ConnectOptions) -> None:
+    def __init__(self, client: Any, options: ConnectOptions, gate: OpeningGate | None = None) -> None:
         self._config: Any = options
         core = self._core = StreamCore(options)
-        self._opener = Opener(client, core)
+        self._opener = Opener(client, core, gate)
         self._comments = CommentOrder(options.on_comment) if options.on_comment is not None else None
         self._decoder = self._make_decoder(options.initial_event_id())
         self._signals = StopSignals(
@@ -236,9 +236,7 @@ class SSEConnection:
         # Not built on iter_batches(): the per-event step is the hot path of token streams, and the
         # compiled EventIterator hands over a decoded event without making any object.
         self._iterations += 1
-        iterator: AsyncIterator[Event] = _impl.EventIterator(
-            self._step, self._next_batch, functools.partial(self._leave, self._iterations), self._rest
-        )
+        iterator: AsyncIterator[Event] = _impl.EventIterator(self, self._iterations, self._rest)
         return iterator
 
     async def iter_batches(self) -> AsyncGenerator[list[Event], None]:
