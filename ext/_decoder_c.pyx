@@ -279,11 +279,11 @@ cdef class SSEDecoder:
         self._ring_pos = 0
         self._ring_size = dedup_window
         self._ascending = True
-        self._seen_ids = set()
+        self._seen_ids = None  # made when an id breaks the ascending numbers (_remember_id)
         self._last_data = None
         self._type_cache = {}
-        self._type_raws = []
-        self._type_strs = []
+        self._type_raws = None  # made on the first event type (_intern_type): many streams send none
+        self._type_strs = None
         self._type_next = 0
         self._type_last = 0
         memset(self._type_after, 0, sizeof(self._type_after))
@@ -736,8 +736,12 @@ cdef class SSEDecoder:
         cdef str name
         cdef Py_ssize_t i
         cdef list raws = self._type_raws
-        cdef Py_ssize_t count = PyList_GET_SIZE(raws)
+        cdef Py_ssize_t count
         cdef Py_ssize_t guess = self._type_after[self._type_last]
+        if raws is None:
+            raws = self._type_raws = []
+            self._type_strs = []
+        count = PyList_GET_SIZE(raws)
         # A few names recur: compare the raw bytes with the recent ones before making any object
         # (borrowed items, and a byte loop: these names are short, a memcmp call costs more). The name
         # that followed the last one the time before is tried first: streams repeat one name, or cycle.

@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from . import _impl, _seam
 from ._logging import logger
 from ._proxy import format_host
 
-__all__ = ["Interrupted", "ResponseBody", "TransportError", "open_response"]
+__all__ = ["Interrupted", "Poller", "ResponseBody", "TransportError", "open_response"]
+
+
+class Poller(Protocol):
+    """A body's per-read step (see :meth:`ResponseBody.poller`)."""
+
+    def poll(self) -> memoryview | asyncio.Future[None] | None: ...
+
 
 #: Largest decompressed output handed over per read (the rest stays in zlib until the next read).
 _MAX_INFLATE = 1 << 20
@@ -289,18 +295,19 @@ class ResponseBody:
             handle.cancel()
         return self.completed
 
-    def poller(self) -> Callable[[], memoryview | asyncio.Future[None] | None] | None:
-        """What a consumer calls per read in the steady state of a stream, instead of awaiting ``read()``:
-        the receiver's ``poll()``, which gives the next body bytes (a view, as ``read()`` gives) when
-        some are buffered, else a future that is done when more arrive, and None when ``read()`` must be
-        used instead (at the end of the body, after an interrupt or an error). None for bodies that
-        always need ``read()``: with decompression, HTTP/2 from a borrowed client, and bodies aiosonic
-        already read."""
+    def poller(self) -> Poller | None:
+        """What a consumer calls ``poll()`` on per read in the steady state of a stream, instead of
+        awaiting ``read()``: the receiver, whose ``poll()`` gives the next body bytes (a view, as
+        ``read()`` gives) when some are buffered, else a future that is done when more arrive, and None
+        when ``read()`` must be used instead (at the end of the body, after an interrupt or an error).
+        None for bodies that always need ``read()``: with decompression, HTTP/2 from a borrowed client,
+        and bodies aiosonic already read. (The receiver itself, not its bound ``poll``: one object less
+        per stream.)"""
         rx = self._rx
         if rx is None or self._inflater is not None:
             return None
-        poll: Callable[[], memoryview | asyncio.Future[None] | None] = rx.poll
-        return poll
+        poller: Poller = rx
+        return poller
 
     def _held_back(self, inflater: _Inflater | None) -> bytes | None:
         """What is due before reading more: output zlib held back (bounded per read), or the body's end

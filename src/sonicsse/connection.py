@@ -25,7 +25,7 @@ from ._json_events import json_values
 from ._logging import logger, redact_url
 from ._opening import Opener
 from ._options import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, ConnectOptions, HeadersArg
-from ._transport import Interrupted, ResponseBody, TransportError
+from ._transport import Interrupted, Poller, ResponseBody, TransportError
 from ._types import Event
 from ._watchdog import Watchdog, tick_of, watchdog
 from .exceptions import SSECheckpointError, SSEParsingError
@@ -37,6 +37,7 @@ __all__ = ["HeadersArg", "SSEConnection", "SSEStats"]
 
 _DRAIN_WAIT = 1.0  # how long the end of a body after a sentinel may take before the socket is closed
 _DRAIN_BYTES = 64 << 10
+_NOTHING_TO_SCREEN = StopSignals(None, None, raw=False)  # shared by the streams that set neither
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -84,16 +85,20 @@ class SSEConnection:
         self._opener = Opener(client, core, gate)
         self._comments = CommentOrder(options.on_comment) if options.on_comment is not None else None
         self._decoder = self._make_decoder(options.initial_event_id())
-        self._signals = StopSignals(
-            options.done,
-            options.error_event,
-            raw=not options.decode,
-            method=options.upper_method,
-            url=options.url,
+        self._signals = (
+            StopSignals(
+                options.done,
+                options.error_event,
+                raw=not options.decode,
+                method=options.upper_method,
+                url=options.url,
+            )
+            if options.done is not None or options.error_event is not None
+            else _NOTHING_TO_SCREEN
         )
         self._body: ResponseBody | None = None
         # the body's per-read step while a stream is open (ResponseBody.poller()), used by _step()
-        self._poll: Callable[[], memoryview | asyncio.Future[None] | None] | None = None
+        self._poll: Poller | None = None
         self._pending_error: BaseException | None = None
         # left by _step() for _next_batch(): a bad line, or events that end the stream (screening)
         self._step_error: SSEParsingError | None = None
@@ -303,7 +308,7 @@ class SSEConnection:
         if poll is None or not self._plain or self._pending_error is not None:
             return None
         while True:
-            data = poll()
+            data = poll.poll()
             if data is None:
                 return None
             if not isinstance(data, memoryview):
