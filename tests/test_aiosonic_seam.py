@@ -1,4 +1,4 @@
-"""The seam to aiosonic (``sonicsse._seam``): the only module that imports aiosonic, and its check of the
+"""The seam to aiosonic (``sonicsse._seam``): the only package that imports aiosonic, and its check of the
 private names it relies on, which fails at import, by name, on an aiosonic that lacks one."""
 
 from __future__ import annotations
@@ -29,10 +29,13 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def test_only_the_seam_imports_aiosonic_or_its_http2_engine() -> None:
-    importers = sorted(
-        path.name for path in SOURCES.glob("*.py") if _imported_modules(path) & {"aiosonic", "h2"}
-    )
-    assert importers == ["_seam.py"]
+    importers = {
+        path.relative_to(SOURCES).parts[0]
+        for path in SOURCES.rglob("*.py")
+        if _imported_modules(path) & {"aiosonic", "h2"}
+    }
+    assert importers == {"_seam"}
+    assert (SOURCES / "_seam" / "__init__.py").exists()
 
 
 def test_the_installed_aiosonic_has_the_shape_the_seam_relies_on() -> None:
