@@ -386,7 +386,7 @@ Target = tuple[str, str, "bool | None"]  # (target, measured, holds; None = not 
 
 
 def targets(summary: list[Row], rows: list[Row], loops: list[str]) -> list[Target]:
-    """Issue 6's targets for sonicsse (compiled, plain ``async for``): (target, measured, holds)."""
+    """The performance targets for sonicsse (compiled, plain ``async for``): (target, measured, holds)."""
     out: list[tuple[str, str, bool | None]] = []
     for loop in loops:
         bulk = _get(summary, "bulk", loop, "sonicsse")
@@ -471,7 +471,7 @@ def targets_table(items: list[tuple[str, str, bool | None]]) -> str:
     """Markdown table of the targets."""
     mark = {True: "holds", False: "**missed**", None: "not measured"}
     lines = [
-        "### Targets (issue 6), sonicsse compiled, `async for`",
+        "### Targets, sonicsse compiled, `async for`",
         "",
         "| target | measured | |",
         "|---|---:|---|",

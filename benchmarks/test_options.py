@@ -1,4 +1,4 @@
-"""Micro-benchmarks of the decoder options of issue 10: what ``decode=False``, orjson and ``event_types``
+"""Micro-benchmarks of the decoder options: what ``decode=False``, orjson and ``event_types``
 save on the same bytes (in memory, compiled decoder; the pure twin with ``SONICSSE_NO_EXTENSIONS=1``).
 
     pytest benchmarks/test_options.py --benchmark-only
