@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from . import _impl, _seam
+from ._buffered import feed
 from ._logging import logger
 from ._proxy import format_host
 
@@ -124,13 +125,7 @@ class _StreamPump:
                 if not data:
                     receiver.eof_received()
                     return
-                view = memoryview(data)
-                while view:
-                    room = receiver.get_buffer(len(view))
-                    n = min(len(room), len(view))
-                    room[:n] = view[:n]
-                    receiver.buffer_updated(n)
-                    view = view[n:]
+                feed(receiver, data)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

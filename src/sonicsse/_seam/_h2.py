@@ -13,6 +13,7 @@ from aiosonic.exceptions import (
 )
 from aiosonic.http2 import Http2Handler
 
+from .._buffered import feed
 from .._logging import logger
 from ._timeout import within
 
@@ -212,17 +213,6 @@ class H2Lease:
             self.abandon()
 
 
-def _feed(receiver: Any, data: bytes) -> None:
-    """Copy ``data`` into a BodyReceiver, as the event loop does with a socket's bytes."""
-    view = memoryview(data)
-    while view:
-        room = receiver.get_buffer(len(view))
-        n = min(len(room), len(view))
-        room[:n] = view[:n]
-        receiver.buffer_updated(n)
-        view = view[n:]
-
-
 class H2Stream:
     """One HTTP/2 stream's response body, on a connection sonicsse's handler reads.
 
@@ -266,7 +256,7 @@ class H2Stream:
     def data(self, data: bytes, flow_controlled: int) -> None:
         receiver = self.receiver
         if receiver is not None:
-            _feed(receiver, data)
+            feed(receiver, data)
         elif data:
             if self._pending is None:
                 self._pending = []
@@ -301,7 +291,7 @@ class H2Stream:
         self.receiver = receiver
         pending, self._pending = self._pending, None
         for data in pending or ():
-            _feed(receiver, data)
+            feed(receiver, data)
         if self.lost is not None:
             receiver.connection_lost(self.lost)
         elif self.ended:
