@@ -83,20 +83,27 @@ def main() -> None:
             size += len(ev["data"])
         return n
 
-    async def consume_async() -> int:
-        given: list[bool] = []
+    class OneBatch:
+        """An EventIterator source that gives ``batch`` once, as a connection's ``_step()`` would."""
 
-        def step() -> list[Event] | None:
-            if given:
+        def __init__(self) -> None:
+            self.given = False
+
+        def _step(self) -> list[Event] | None:
+            if self.given:
                 return None
-            given.append(True)
+            self.given = True
             return batch
 
-        async def next_batch() -> None:
+        async def _next_batch(self) -> None:
             return None
 
+        def _leave(self, token: object) -> None:
+            pass
+
+    async def consume_async() -> int:
         n = size = 0
-        async for ev in EventIterator(step, next_batch, lambda: None, [iter(())]):
+        async for ev in EventIterator(OneBatch(), None, [iter(())]):
             n += 1
             size += len(ev["data"])
         return n
